@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Install the real OCI clients + reference registry used by the integration tests
+# (Debian/Ubuntu, apt only). Idempotent: installs only what is missing and runs
+# `apt-get update` only when something has to be installed.
+#
+#   skopeo, podman (+conmon, crun, runc, CNI plugins), containerd (ctr),
+#   docker.io (dockerd; the `docker` CLI it ships in /usr/bin does not shadow
+#   an existing /usr/local/bin/docker), docker-registry (Distribution 2.8),
+#   plus jq/curl/tar/gzip/python3 used by the test scripts.
+#
+# No daemons are left running: service start-up during install is suppressed via a
+# temporary /usr/sbin/policy-rc.d (only if none exists already), and the tests
+# start their own containerd/dockerd/registry instances on private sockets.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# "package:command" — a package is skipped when it is already installed per dpkg,
+# or when its command is already on PATH (e.g. docker-ce/containerd.io from Docker's
+# own repo on CI runners: installing docker.io/containerd/runc on top would conflict).
+PKGS=(
+    skopeo:skopeo
+    podman:podman
+    conmon:conmon
+    crun:crun
+    runc:runc
+    containernetworking-plugins:
+    containerd:ctr
+    docker.io:dockerd
+    iptables:iptables
+    docker-registry:docker-registry
+    jq:jq
+    curl:curl
+    tar:tar
+    gzip:gzip
+    python3:python3
+)
+
+missing=()
+for entry in "${PKGS[@]}"; do
+    p=${entry%%:*}
+    c=${entry#*:}
+    if dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        continue
+    fi
+    if [ -n "$c" ] && command -v "$c" >/dev/null 2>&1; then
+        continue
+    fi
+    missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "install-test-deps: all packages already installed"
+else
+    echo "install-test-deps: installing: ${missing[*]}"
+    # Keep apt from starting system daemons (dockerd/containerd/registry) on
+    # sysvinit-style containers; they would conflict with the tests' own instances.
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod +x /usr/sbin/policy-rc.d
+        created_policy=1
+    fi
+    cleanup() {
+        if [ "$created_policy" -eq 1 ]; then
+            $SUDO rm -f /usr/sbin/policy-rc.d
+        fi
+    }
+    trap cleanup EXIT
+
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}"
+fi
+
+# Sanity: report versions (fails loudly if something is still missing).
+for c in skopeo podman ctr containerd dockerd docker-registry; do
+    command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }
+done
+echo "docker CLI used: $(command -v docker) ($(docker --version 2>/dev/null || true))"
+skopeo --version
+podman --version
+containerd --version
+dockerd --version
+docker-registry --version

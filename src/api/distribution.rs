@@ -1,0 +1,384 @@
+//! The distribution API (`/v2/...`): translates requests into calls on the
+//! registry core and the results into the headers and bodies the OCI
+//! distribution spec prescribes. No registry logic lives here.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use serde_json::json;
+use tokio_util::io::ReaderStream;
+
+use crate::api::endpoint::Endpoint;
+use crate::core::names::{Digest, RepoName, Tag};
+use crate::core::{RangeRequest, Registry, RegistryError, Result};
+
+/// Largest page of tags or repositories one request returns.
+const MAX_PAGE: u32 = 10_000;
+/// Read buffer for streaming blobs out.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
+    match route(&registry, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn route(registry: &Registry, request: Request) -> Result<Response> {
+    let endpoint = Endpoint::parse(request.uri().path())?;
+    let method = request.method().clone();
+    let query = Query::parse(request.uri().query());
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    use Endpoint as E;
+    match (endpoint, method) {
+        (E::Base, Method::GET | Method::HEAD) => Ok(json_response(StatusCode::OK, &json!({}))),
+        (E::Catalog, Method::GET) => catalog(registry, &query).await,
+        (E::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
+        (E::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => {
+            let manifest = registry.get_manifest(&repo, &reference).await?;
+            let headers = [
+                (header::CONTENT_TYPE, manifest.media_type.clone()),
+                (header::CONTENT_LENGTH, manifest.content.len().to_string()),
+                (DOCKER_CONTENT_DIGEST, manifest.digest.to_string()),
+                (header::ETAG, format!("\"{}\"", manifest.digest)),
+            ];
+            let body = if m == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(manifest.content)
+            };
+            Ok(with_headers(StatusCode::OK, headers, body))
+        }
+        (E::Manifest(repo, reference), Method::PUT) => {
+            let limit = registry.limits().max_manifest_bytes;
+            let content = read_bounded(body, limit).await?;
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            let pushed = registry
+                .put_manifest(&repo, &reference, content_type, &content)
+                .await?;
+            let mut response = with_headers(
+                StatusCode::CREATED,
+                [
+                    (
+                        header::LOCATION,
+                        format!("/v2/{repo}/manifests/{}", pushed.digest),
+                    ),
+                    (DOCKER_CONTENT_DIGEST, pushed.digest.to_string()),
+                ],
+                Body::empty(),
+            );
+            if let Some(subject) = pushed.subject {
+                set(&mut response, OCI_SUBJECT, subject.as_str());
+            }
+            Ok(response)
+        }
+        (E::Blob(repo, digest), Method::HEAD) => {
+            let size = registry.blob_size(&repo, &digest).await?;
+            Ok(blob_headers(StatusCode::OK, &digest, size, Body::empty()))
+        }
+        (E::Blob(repo, digest), Method::GET) => {
+            let range = headers
+                .get(header::RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(RangeRequest::parse);
+            let read = registry.read_blob(&repo, &digest, range).await?;
+            Ok(match read.range {
+                None => {
+                    let body =
+                        Body::from_stream(ReaderStream::with_capacity(read.file, READ_CHUNK));
+                    blob_headers(StatusCode::OK, &digest, read.size, body)
+                }
+                Some(r) => {
+                    use tokio::io::AsyncReadExt;
+                    let len = r.end - r.start + 1;
+                    let body = Body::from_stream(ReaderStream::with_capacity(
+                        read.file.take(len),
+                        READ_CHUNK,
+                    ));
+                    let mut response =
+                        blob_headers(StatusCode::PARTIAL_CONTENT, &digest, len, body);
+                    set(
+                        &mut response,
+                        header::CONTENT_RANGE,
+                        &format!("bytes {}-{}/{}", r.start, r.end, read.size),
+                    );
+                    response
+                }
+            })
+        }
+        (E::Uploads(repo), Method::POST) => {
+            start_upload(registry, &repo, &query, &headers, body).await
+        }
+        (E::Upload(repo, id), Method::GET) => {
+            let size = registry.upload_size(&repo, &id).await?;
+            Ok(upload_response(StatusCode::NO_CONTENT, &repo, &id, size))
+        }
+        (E::Upload(repo, id), Method::PATCH) => {
+            let (start, length) = chunk_headers(&headers)?;
+            let size = registry
+                .append_chunk(&repo, &id, start, length, body.into_data_stream())
+                .await?;
+            Ok(upload_response(StatusCode::ACCEPTED, &repo, &id, size))
+        }
+        (E::Upload(repo, id), Method::PUT) => {
+            let digest = query.digest()?;
+            let (start, length) = chunk_headers(&headers)?;
+            // A PUT with no body carries no last chunk.
+            let last_chunk = (length != Some(0)).then(|| (start, length, body.into_data_stream()));
+            registry
+                .finish_upload(&repo, &id, &digest, last_chunk)
+                .await?;
+            Ok(blob_created(&repo, &digest))
+        }
+        (E::Upload(repo, id), Method::DELETE) => {
+            registry.cancel_upload(&repo, &id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (E::Referrers(..), _) => Err(RegistryError::Unsupported(
+            "the referrers API is not served yet".into(),
+        )),
+        _ => Err(RegistryError::MethodNotAllowed),
+    }
+}
+
+/// `POST /v2/<name>/blobs/uploads/`: a mount, a monolithic upload, or a new
+/// upload session.
+async fn start_upload(
+    registry: &Registry,
+    repo: &RepoName,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    if let Some(mount) = query.get("mount") {
+        let digest: Digest = mount.parse()?;
+        let from = query
+            .get("from")
+            .map(|f| f.parse::<RepoName>())
+            .transpose()?;
+        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+            return Ok(blob_created(repo, &digest));
+        }
+    } else if query.get("digest").is_some() {
+        let digest = query.digest()?;
+        let (_, length) = chunk_headers(headers)?;
+        let id = registry.start_upload(repo).await?;
+        let chunk = Some((Some(0), length, body.into_data_stream()));
+        registry.finish_upload(repo, &id, &digest, chunk).await?;
+        return Ok(blob_created(repo, &digest));
+    }
+    let id = registry.start_upload(repo).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
+}
+
+async fn tags(registry: &Registry, repo: &RepoName, query: &Query) -> Result<Response> {
+    let (n, last) = query.page()?;
+    let last_tag = last.map(|l| l.parse::<Tag>()).transpose()?;
+    let tags = registry.list_tags(repo, n, last_tag.as_ref()).await?;
+    let next = (n > 0 && tags.len() as u32 == n)
+        .then(|| tags.last().cloned())
+        .flatten();
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({ "name": repo.as_str(), "tags": tags }),
+    );
+    if let Some(next) = next {
+        set_link(
+            &mut response,
+            &format!("/v2/{repo}/tags/list?n={n}&last={next}"),
+        );
+    }
+    Ok(response)
+}
+
+async fn catalog(registry: &Registry, query: &Query) -> Result<Response> {
+    let (n, last) = query.page()?;
+    let repositories = registry.list_repositories(n, last).await?;
+    let next = (n > 0 && repositories.len() as u32 == n)
+        .then(|| repositories.last().cloned())
+        .flatten();
+    let mut response = json_response(StatusCode::OK, &json!({ "repositories": repositories }));
+    if let Some(next) = next {
+        set_link(&mut response, &format!("/v2/_catalog?n={n}&last={next}"));
+    }
+    Ok(response)
+}
+
+// ---- request pieces ----------------------------------------------------
+
+/// The query string's parameters, decoded.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(query: Option<&str>) -> Query {
+        let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes());
+        Query(
+            pairs
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn digest(&self) -> Result<Digest> {
+        self.get("digest")
+            .ok_or_else(|| {
+                RegistryError::DigestInvalid("the digest query parameter is required".into())
+            })?
+            .parse()
+    }
+
+    /// `n` and `last` of a paginated listing.
+    fn page(&self) -> Result<(u32, Option<&str>)> {
+        let n = match self.get("n") {
+            None => MAX_PAGE,
+            Some(n) => n
+                .parse::<u32>()
+                .map_err(|_| RegistryError::Unsupported(format!("n={n} is not a page size")))?
+                .min(MAX_PAGE),
+        };
+        Ok((n, self.get("last").filter(|l| !l.is_empty())))
+    }
+}
+
+/// The chunk's start (from `Content-Range: <start>-<end>`) and declared
+/// length (from `Content-Length`), checked against each other.
+fn chunk_headers(headers: &HeaderMap) -> Result<(Option<u64>, Option<u64>)> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(range) = headers.get(header::CONTENT_RANGE) else {
+        return Ok((None, length));
+    };
+    let bad = || RegistryError::BlobUploadInvalid("Content-Range must be <start>-<end>".into());
+    let range = range.to_str().map_err(|_| bad())?.trim();
+    // The spec's form is bare `start-end`; some clients prefix a unit.
+    let range = range
+        .strip_prefix("bytes=")
+        .or_else(|| range.strip_prefix("bytes "))
+        .unwrap_or(range);
+    let (start, end) = range.split_once('-').ok_or_else(bad)?;
+    let start: u64 = start.parse().map_err(|_| bad())?;
+    let end: u64 = end.parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    if let Some(length) = length
+        && length != end - start + 1
+    {
+        return Err(RegistryError::SizeInvalid(format!(
+            "Content-Range {start}-{end} is {} bytes but Content-Length is {length}",
+            end - start + 1
+        )));
+    }
+    Ok((Some(start), length.or(Some(end - start + 1))))
+}
+
+/// Reads a small body whole, refusing it past `limit` bytes.
+async fn read_bounded(body: Body, limit: u64) -> Result<bytes::Bytes> {
+    let limited = http_body_util::Limited::new(body, limit as usize);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RegistryError::ManifestTooLarge {
+                size: limit + 1,
+                limit,
+            })
+        }
+        Err(e) => Err(RegistryError::BodyRead(e.to_string())),
+    }
+}
+
+// ---- response pieces ---------------------------------------------------
+
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+
+/// The `Range` header of an upload holding `size` bytes. Distribution
+/// answers `0-0` for an empty upload, and clients expect that.
+pub fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+fn upload_response(status: StatusCode, repo: &RepoName, id: &str, size: u64) -> Response {
+    with_headers(
+        status,
+        [
+            (header::LOCATION, format!("/v2/{repo}/blobs/uploads/{id}")),
+            (header::RANGE, range_header(size)),
+            (DOCKER_UPLOAD_UUID, id.to_owned()),
+            (header::CONTENT_LENGTH, "0".to_owned()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn blob_created(repo: &RepoName, digest: &Digest) -> Response {
+    with_headers(
+        StatusCode::CREATED,
+        [
+            (header::LOCATION, format!("/v2/{repo}/blobs/{digest}")),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::CONTENT_LENGTH, "0".to_owned()),
+        ],
+        Body::empty(),
+    )
+}
+
+fn blob_headers(status: StatusCode, digest: &Digest, length: u64, body: Body) -> Response {
+    with_headers(
+        status,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+            (header::ETAG, format!("\"{digest}\"")),
+        ],
+        body,
+    )
+}
+
+fn with_headers<const N: usize>(
+    status: StatusCode,
+    headers: [(HeaderName, String); N],
+    body: Body,
+) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (name, value) in headers {
+        set(&mut response, name, &value);
+    }
+    response
+}
+
+/// Sets a header whose value berth built; values come from validated names
+/// and digests, so a failure to encode one would be a bug, and is skipped.
+fn set(response: &mut Response, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+fn set_link(response: &mut Response, url: &str) {
+    set(response, header::LINK, &format!("<{url}>; rel=\"next\""));
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,192 @@
+//! Parses a `/v2/...` path into an [`Endpoint`] before anything is
+//! dispatched. Repository names have any number of `/` segments, so the
+//! path is read from its end: the last segments say what is asked for, the
+//! rest is the name. The raw path is used as sent: percent-escapes are
+//! never decoded, so `%2e%2e` is simply an invalid name.
+
+use crate::core::names::{Digest, Reference, RepoName};
+use crate::core::{RegistryError, Result};
+
+#[derive(Debug, PartialEq)]
+pub enum Endpoint {
+    /// `/v2/`
+    Base,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/tags/list`
+    Tags(RepoName),
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest(RepoName, Reference),
+    /// `/v2/<name>/blobs/<digest>`
+    Blob(RepoName, Digest),
+    /// `/v2/<name>/blobs/uploads/`
+    Uploads(RepoName),
+    /// `/v2/<name>/blobs/uploads/<id>`
+    Upload(RepoName, String),
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers(RepoName, Digest),
+}
+
+impl Endpoint {
+    /// `path` is the whole request path, starting with `/v2/`.
+    pub fn parse(path: &str) -> Result<Endpoint> {
+        if path == "/v2" {
+            return Ok(Endpoint::Base);
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else {
+            return Err(RegistryError::RouteUnknown);
+        };
+        if rest.is_empty() {
+            return Ok(Endpoint::Base);
+        }
+        if rest == "_catalog" {
+            return Ok(Endpoint::Catalog);
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let n = segments.len();
+        let name_of = |len: usize| -> Result<RepoName> {
+            if len == 0 {
+                return Err(RegistryError::RouteUnknown);
+            }
+            segments[..len].join("/").parse()
+        };
+        let last = segments[n - 1];
+        if n >= 4 && segments[n - 3..n - 1] == ["blobs", "uploads"] {
+            if last.is_empty() {
+                return Ok(Endpoint::Uploads(name_of(n - 3)?));
+            }
+            if is_upload_id(last) {
+                return Ok(Endpoint::Upload(name_of(n - 3)?, last.to_owned()));
+            }
+        }
+        if n >= 2 && segments[n - 2..] == ["blobs", "uploads"] {
+            return Ok(Endpoint::Uploads(name_of(n - 2)?));
+        }
+        if n < 2 {
+            return Err(RegistryError::RouteUnknown);
+        }
+        match segments[n - 2] {
+            "tags" if last == "list" => Ok(Endpoint::Tags(name_of(n - 2)?)),
+            "manifests" => {
+                let name = name_of(n - 2)?;
+                Ok(Endpoint::Manifest(name, last.parse()?))
+            }
+            "blobs" => {
+                let name = name_of(n - 2)?;
+                Ok(Endpoint::Blob(name, last.parse()?))
+            }
+            "referrers" => {
+                let name = name_of(n - 2)?;
+                Ok(Endpoint::Referrers(name, last.parse()?))
+            }
+            _ => Err(RegistryError::RouteUnknown),
+        }
+    }
+
+    /// The repository the endpoint acts on, if any.
+    pub fn repository(&self) -> Option<&RepoName> {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => None,
+            Endpoint::Tags(r)
+            | Endpoint::Manifest(r, _)
+            | Endpoint::Blob(r, _)
+            | Endpoint::Uploads(r)
+            | Endpoint::Upload(r, _)
+            | Endpoint::Referrers(r, _) => Some(r),
+        }
+    }
+}
+
+/// Upload ids are the UUIDs berth hands out; anything else is no upload.
+fn is_upload_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b";
+
+    fn name(s: &str) -> RepoName {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn paths() {
+        let cases: Vec<(String, Endpoint)> = vec![
+            ("/v2/".into(), Endpoint::Base),
+            ("/v2/_catalog".into(), Endpoint::Catalog),
+            ("/v2/a/tags/list".into(), Endpoint::Tags(name("a"))),
+            (
+                "/v2/team/sub/img/tags/list".into(),
+                Endpoint::Tags(name("team/sub/img")),
+            ),
+            (
+                "/v2/a/b/manifests/latest".into(),
+                Endpoint::Manifest(name("a/b"), "latest".parse().unwrap()),
+            ),
+            (
+                format!("/v2/a/manifests/{D}"),
+                Endpoint::Manifest(name("a"), D.parse().unwrap()),
+            ),
+            (
+                format!("/v2/x/blobs/{D}"),
+                Endpoint::Blob(name("x"), D.parse().unwrap()),
+            ),
+            // A repository may itself have components named like endpoints.
+            (
+                format!("/v2/blobs/uploads/blobs/{D}"),
+                Endpoint::Blob(name("blobs/uploads"), D.parse().unwrap()),
+            ),
+            (
+                "/v2/manifests/tags/list".into(),
+                Endpoint::Tags(name("manifests")),
+            ),
+            (
+                "/v2/a/b/blobs/uploads/".into(),
+                Endpoint::Uploads(name("a/b")),
+            ),
+            ("/v2/a/blobs/uploads".into(), Endpoint::Uploads(name("a"))),
+            (
+                "/v2/a/b/blobs/uploads/0f8b3c2e-1d2c-4c1e-9f00-3a2b1c0d9e8f".into(),
+                Endpoint::Upload(name("a/b"), "0f8b3c2e-1d2c-4c1e-9f00-3a2b1c0d9e8f".into()),
+            ),
+            (
+                format!("/v2/a/referrers/{D}"),
+                Endpoint::Referrers(name("a"), D.parse().unwrap()),
+            ),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(Endpoint::parse(&path).unwrap(), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn bad_paths() {
+        let cases = [
+            ("/v2/A/tags/list", "NameInvalid"),
+            ("/v2/a/../b/tags/list", "NameInvalid"),
+            ("/v2/a/%2e%2e/tags/list", "NameInvalid"),
+            ("/v2/a%5cb/tags/list", "NameInvalid"),
+            ("/v2/a/manifests/sha256:totallywrong", "DigestInvalid"),
+            ("/v2/a/blobs/notadigest", "DigestInvalid"),
+            ("/v2/a/manifests/-bad", "TagInvalid"),
+            ("/v2/tags/list", "RouteUnknown"),
+            ("/v2/a", "RouteUnknown"),
+            ("/v2/a/nothing/here", "RouteUnknown"),
+            ("/v1/a/tags/list", "RouteUnknown"),
+        ];
+        for (path, expected) in cases {
+            let got = format!("{:?}", Endpoint::parse(path).unwrap_err());
+            assert!(got.starts_with(expected), "{path}: {got}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_paths_never_panic(p in "/v2/[a-z0-9/:._-]{0,40}") {
+            let _ = Endpoint::parse(&p);
+        }
+    }
+}

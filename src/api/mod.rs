@@ -1,0 +1,37 @@
+//! HTTP: the router and the layers every request passes. Each surface has
+//! its own file; `errors` maps core errors to responses.
+
+pub mod distribution;
+pub mod endpoint;
+pub mod errors;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue};
+use axum::routing::any;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::core::{Registry, RegistryError};
+
+/// Every answer says which API it speaks, errors included: clients use it
+/// to recognise a registry.
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/v2", any(distribution::dispatch))
+        .route("/v2/", any(distribution::dispatch))
+        .route("/v2/{*path}", any(distribution::dispatch))
+        .fallback(|| async { RegistryError::RouteUnknown })
+        // Bodies are streamed, and bounded where they are read whole.
+        .layer(DefaultBodyLimit::disable())
+        .layer(SetResponseHeaderLayer::overriding(
+            API_VERSION,
+            HeaderValue::from_static("registry/2.0"),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(registry)
+}

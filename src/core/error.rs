@@ -1,0 +1,68 @@
+//! The one error type of the registry core. It carries no HTTP: the API
+//! layer maps each variant once to an OCI error code and status.
+
+use crate::core::names::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknown(Digest),
+    #[error("blob upload invalid: {0}")]
+    BlobUploadInvalid(String),
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    /// A chunk that does not start where the upload ends. `offset` is the
+    /// size the upload has, so the client can resume from there.
+    #[error("chunk out of order: the upload holds {offset} bytes, the chunk starts at {start}")]
+    ChunkOutOfOrder { offset: u64, start: u64 },
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("manifest references a blob unknown to this repository: {0}")]
+    ManifestBlobUnknown(Digest),
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(String),
+    #[error("manifest is {size} bytes, more than the limit of {limit}")]
+    ManifestTooLarge { size: u64, limit: u64 },
+    #[error("{0}")]
+    NameInvalid(String),
+    #[error("repository name not known to registry: {0}")]
+    NameUnknown(String),
+    #[error("invalid tag {0:?}: a tag must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")]
+    TagInvalid(String),
+    #[error("{0}")]
+    SizeInvalid(String),
+    /// A Range header on a blob GET that selects nothing in the blob.
+    #[error("range not satisfiable for a blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("{0}")]
+    Unsupported(String),
+    /// The client's request body failed while streaming (disconnect, reset).
+    #[error("request body: {0}")]
+    BodyRead(String),
+    /// A path under /v2/ that names no endpoint.
+    #[error("no such endpoint")]
+    RouteUnknown,
+    /// A method the endpoint does not serve.
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    /// Something on berth's side: storage, database. Logged in full, shown
+    /// to the client only as a generic message.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<std::io::Error> for RegistryError {
+    fn from(e: std::io::Error) -> Self {
+        RegistryError::Internal(format!("storage: {e}"))
+    }
+}
+
+impl From<sqlx::Error> for RegistryError {
+    fn from(e: sqlx::Error) -> Self {
+        RegistryError::Internal(format!("metadata store: {e}"))
+    }
+}
+
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

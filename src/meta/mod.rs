@@ -1,0 +1,373 @@
+//! `MetaStore`: the metadata that decides what exists (repositories, blobs
+//! and their links, manifests, tags, uploads in progress), in an embedded
+//! SQLite file. Every write commits with `synchronous=FULL`: once a method
+//! returns, the row survives a power cut.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::core::Result;
+use crate::core::names::{Digest, RepoName, Tag};
+
+#[derive(Clone, Debug)]
+pub struct MetaStore {
+    pool: SqlitePool,
+}
+
+/// An upload in progress.
+pub struct UploadRow {
+    pub size: u64,
+    pub hash_state: Vec<u8>,
+}
+
+/// A stored manifest, as served.
+pub struct ManifestRow {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Vec<u8>,
+}
+
+/// A manifest to store, with the digests it points at.
+pub struct NewManifest<'a> {
+    pub digest: &'a Digest,
+    pub media_type: &'a str,
+    pub artifact_type: Option<&'a str>,
+    pub subject: Option<&'a Digest>,
+    pub content: &'a [u8],
+    pub references: &'a [Digest],
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+fn parse_digest(s: String) -> Result<Digest> {
+    // Rows are only ever written from validated digests.
+    Digest::from_str(&s)
+}
+
+impl MetaStore {
+    /// Opens (creating and migrating if needed) the SQLite file at `path`.
+    pub async fn open(path: &Path) -> Result<MetaStore> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| crate::core::RegistryError::Internal(format!("migrations: {e}")))?;
+        Ok(MetaStore { pool })
+    }
+
+    async fn ensure_repository(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn create_upload(&self, id: &str, repo: &RepoName, hash_state: &[u8]) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO uploads (id, repository, size, hash_state, created_at, updated_at) \
+             VALUES (?, ?, 0, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(repo.as_str())
+        .bind(hash_state)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The upload `id` of repository `repo`, if it exists.
+    pub async fn upload(&self, id: &str, repo: &RepoName) -> Result<Option<UploadRow>> {
+        let row =
+            sqlx::query("SELECT size, hash_state FROM uploads WHERE id = ? AND repository = ?")
+                .bind(id)
+                .bind(repo.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| UploadRow {
+            size: r.get::<i64, _>(0) as u64,
+            hash_state: r.get(1),
+        }))
+    }
+
+    /// Records that an upload grew from `from` to `to` bytes. Returns false
+    /// (and changes nothing) if the upload no longer has `from` bytes.
+    pub async fn advance_upload(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+        hash_state: &[u8],
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE uploads SET size = ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
+        )
+        .bind(to as i64)
+        .bind(hash_state)
+        .bind(now_ms())
+        .bind(id)
+        .bind(from as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes a stored blob visible in `repo`, and ends the upload that
+    /// brought it, in one transaction.
+    pub async fn commit_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        upload: Option<&str>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::ensure_repository(&mut tx, repo).await?;
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(digest.as_str())
+        .bind(size as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO repository_blobs (repository, digest, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(id) = upload {
+            sqlx::query("DELETE FROM uploads WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The size of a blob if it is visible in `repo`.
+    pub async fn blob_in_repository(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        let row = sqlx::query(
+            "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+             WHERE rb.repository = ? AND rb.digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    /// The size of a blob if berth stores it, in any repository.
+    pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = ?")
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get::<i64, _>(0) as u64))
+    }
+
+    /// Whether `repo` holds the manifest `digest`.
+    pub async fn manifest_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Stores a manifest and, if given, points `tag` at it, in one
+    /// transaction.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        m: &NewManifest<'_>,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::ensure_repository(&mut tx, repo).await?;
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, size, content, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(repo.as_str())
+        .bind(m.digest.as_str())
+        .bind(m.media_type)
+        .bind(m.artifact_type)
+        .bind(m.subject.map(Digest::as_str))
+        .bind(m.content.len() as i64)
+        .bind(m.content)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            for target in m.references {
+                sqlx::query(
+                    "INSERT INTO manifest_references (repository, manifest, target) VALUES (?, ?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(repo.as_str())
+                .bind(m.digest.as_str())
+                .bind(target.as_str())
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        if let Some(tag) = tag {
+            sqlx::query(
+                "INSERT INTO tags (repository, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+            )
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .bind(m.digest.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn manifest_by_digest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(
+            "SELECT media_type, content FROM manifests WHERE repository = ? AND digest = ?",
+        )
+        .bind(repo.as_str())
+        .bind(digest.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| ManifestRow {
+            digest: digest.clone(),
+            media_type: r.get(0),
+            content: r.get(1),
+        }))
+    }
+
+    pub async fn manifest_by_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<ManifestRow>> {
+        let row = sqlx::query(
+            "SELECT m.digest, m.media_type, m.content FROM tags t \
+             JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+             WHERE t.repository = ? AND t.name = ?",
+        )
+        .bind(repo.as_str())
+        .bind(tag.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(ManifestRow {
+                digest: parse_digest(r.get(0))?,
+                media_type: r.get(1),
+                content: r.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    /// Up to `limit` tags of `repo` after `last`, in case-insensitive
+    /// lexical order (ties broken by byte order so paging is exact).
+    pub async fn list_tags(
+        &self,
+        repo: &RepoName,
+        limit: u32,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let rows = match last {
+            None => {
+                sqlx::query(
+                    "SELECT name FROM tags WHERE repository = ? \
+                     ORDER BY name COLLATE NOCASE, name LIMIT ?",
+                )
+                .bind(repo.as_str())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(last) => {
+                sqlx::query(
+                    "SELECT name FROM tags WHERE repository = ? \
+                     AND (name > ? COLLATE NOCASE OR (name = ? COLLATE NOCASE AND name > ?)) \
+                     ORDER BY name COLLATE NOCASE, name LIMIT ?",
+                )
+                .bind(repo.as_str())
+                .bind(last)
+                .bind(last)
+                .bind(last)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Up to `limit` repository names after `last`, in lexical order.
+    pub async fn list_repositories(&self, limit: u32, last: Option<&str>) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+                .bind(last.unwrap_or(""))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+}

@@ -1,0 +1,202 @@
+//! `BlobStore`: where blob bytes live. This module alone owns the layout of
+//! the data directory's storage tree:
+//!
+//! ```text
+//! <data dir>/
+//! ├── blobs/
+//! │   ├── sha256/<first two hex>/<hex>   a finished blob, named by its digest
+//! │   └── sha512/<first two hex>/<hex>
+//! └── uploads/<upload id>                the bytes of an upload in progress
+//! ```
+//!
+//! Contracts:
+//! - A file under `blobs/` is complete and its bytes hash to its name: it is
+//!   only ever created by renaming a synced upload file whose digest was
+//!   checked. Whether it is *visible* is the metadata store's decision.
+//! - `append` writes at an exact offset: whatever lies past that offset (the
+//!   tail of a chunk that failed midway) is cut first, so a file never holds
+//!   bytes the metadata does not account for.
+//! - Every method that returns `Ok` after writing has synced what it wrote
+//!   (file data, and the directory entry for renames): a power cut after it
+//!   returns loses nothing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::core::hashing::{UploadHasher, hash_reader};
+use crate::core::names::Digest;
+use crate::core::{RegistryError, Result};
+
+/// How many body chunks may wait between the network and the disk writer.
+const WRITE_QUEUE: usize = 32;
+
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// What an `append` did: the bytes it wrote and the hash state after them.
+pub struct Appended {
+    pub written: u64,
+    pub hasher: UploadHasher,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the storage tree under `root`.
+    pub fn open(root: &Path) -> io::Result<BlobStore> {
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("uploads"))?;
+        Ok(BlobStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, upload: &str) -> PathBuf {
+        self.root.join("uploads").join(upload)
+    }
+
+    /// Creates the empty, synced file of a new upload.
+    pub async fn create_upload(&self, upload: &str) -> Result<()> {
+        let path = self.upload_path(upload);
+        blocking(move || File::create(&path)?.sync_all()).await
+    }
+
+    /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
+    /// and syncs. Receiving from the network and hashing+writing run on two
+    /// threads, so neither waits for the other.
+    pub async fn append<S, E>(
+        &self,
+        upload: &str,
+        offset: u64,
+        mut hasher: UploadHasher,
+        mut body: S,
+    ) -> Result<Appended>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.upload_path(upload);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<Appended> {
+            let mut file = OpenOptions::new().write(true).open(&path)?;
+            file.set_len(offset)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            file.sync_data()?;
+            Ok(Appended { written, hasher })
+        });
+
+        let mut body_error = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    // A send fails only when the writer stopped on an I/O
+                    // error, which its result reports below.
+                    if tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let appended = writer
+            .await
+            .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
+                _ => RegistryError::from(e),
+            })?;
+        match body_error {
+            Some(e) => Err(RegistryError::BodyRead(e)),
+            None => Ok(appended),
+        }
+    }
+
+    /// Hashes an upload's bytes from disk with any algorithm.
+    pub async fn hash_upload(&self, upload: &str, digest: &Digest) -> Result<Digest> {
+        let path = self.upload_path(upload);
+        let algorithm = digest.algorithm();
+        blocking(move || hash_reader(algorithm, File::open(path)?)).await
+    }
+
+    /// Moves a finished, verified upload to its content address. If the blob
+    /// is already stored, the upload's copy is simply dropped.
+    pub async fn commit_upload(&self, upload: &str, digest: &Digest) -> Result<()> {
+        let from = self.upload_path(upload);
+        let to = self.blob_path(digest);
+        blocking(move || {
+            if to.exists() {
+                return std::fs::remove_file(&from);
+            }
+            let shard = to.parent().expect("blob path has a parent");
+            if !shard.exists() {
+                std::fs::create_dir_all(shard)?;
+                sync_dir(shard.parent().expect("shard has a parent"))?;
+            }
+            File::open(&from)?.sync_all()?;
+            std::fs::rename(&from, &to)?;
+            sync_dir(shard)
+        })
+        .await
+    }
+
+    /// Removes an upload's bytes; a missing file is not an error.
+    pub async fn delete_upload(&self, upload: &str) -> Result<()> {
+        let path = self.upload_path(upload);
+        blocking(move || match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Opens a stored blob for reading.
+    pub async fn open_blob(&self, digest: &Digest) -> Result<tokio::fs::File> {
+        let path = self.blob_path(digest);
+        tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                // The metadata says the blob exists but its bytes are gone:
+                // that is berth's fault, never the client's.
+                io::ErrorKind::NotFound => {
+                    RegistryError::Internal(format!("blob {digest} missing from storage"))
+                }
+                _ => e.into(),
+            })
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::Internal(format!("storage task: {e}")))?
+        .map_err(RegistryError::from)
+}
