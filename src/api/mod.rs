@@ -4,6 +4,7 @@
 pub mod distribution;
 pub mod endpoint;
 pub mod errors;
+mod unread_body;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub fn router(registry: Arc<Registry>) -> Router {
             API_VERSION,
             HeaderValue::from_static("registry/2.0"),
         ))
+        .layer(axum::middleware::from_fn(unread_body::close_if_unread))
         .layer(TraceLayer::new_for_http())
         .with_state(registry)
 }

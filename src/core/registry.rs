@@ -464,10 +464,10 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn range_parser_never_panics(h in "\\PC*", size in 0u64..1000) {
-            if let Some(r) = RangeRequest::parse(&h) {
-                if let Ok(b) = r.resolve(size) {
-                    proptest::prop_assert!(b.start <= b.end && b.end < size);
-                }
+            if let Some(r) = RangeRequest::parse(&h)
+                && let Ok(b) = r.resolve(size)
+            {
+                proptest::prop_assert!(b.start <= b.end && b.end < size);
             }
         }
     }

@@ -1,0 +1,842 @@
+//! The distribution API over real HTTP against a real berth process:
+//! what a client sees for each way of pushing and pulling, and for each
+//! kind of bad input.
+
+mod common;
+
+use common::{Berth, sha256};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    // Distinct per call without a RNG crate: hash a counter and the time.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let seed = format!(
+        "{:?}{}",
+        std::time::SystemTime::now(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha256(seed.as_bytes()).into_bytes();
+    while out.len() < len {
+        block = sha256(&block).into_bytes();
+        out.extend_from_slice(&block[7..]);
+    }
+    out.truncate(len);
+    out
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
+        .to_str()
+        .unwrap()
+}
+
+/// Asserts an OCI error answer and returns its body.
+async fn expect_error(r: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(r.status(), status, "{r:?}");
+    assert_eq!(header(&r, "content-type"), "application/json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], code, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    body
+}
+
+async fn push_blob(c: &Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let r = c
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+    digest
+}
+
+/// An image manifest over fresh config and layer blobs pushed to `repo`.
+async fn push_image(c: &Client, b: &Berth, repo: &str, media_type: &str) -> Value {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","n":"{}"}}"#,
+        sha256(&random_bytes(8))
+    );
+    let layer = random_bytes(3000);
+    let config_digest = push_blob(c, b, repo, config.as_bytes()).await;
+    let layer_digest = push_blob(c, b, repo, &layer).await;
+    json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
+    })
+}
+
+async fn put_manifest(
+    c: &Client,
+    b: &Berth,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    c.put(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn base_endpoint_announces_the_api() {
+    let b = Berth::start();
+    let r = reqwest::get(b.url("/v2/")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    // Errors carry it too, so clients recognise the registry.
+    let r = reqwest::get(b.url("/v2/nothing/here/at/all"))
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "docker-distribution-api-version"),
+        "registry/2.0"
+    );
+    expect_error(r, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
+}
+
+#[tokio::test]
+async fn monolithic_push_then_pull_with_ranges() {
+    let b = Berth::start();
+    let c = Client::new();
+    let bytes = random_bytes(100_000);
+    let digest = sha256(&bytes);
+
+    let r = c
+        .post(b.url(&format!(
+            "/v2/team/sub/image/blobs/uploads/?digest={digest}"
+        )))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/team/sub/image/blobs/{digest}")
+    );
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+
+    let r = c
+        .head(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-length"), "100000");
+    assert_eq!(header(&r, "docker-content-digest"), digest);
+
+    let r = c
+        .get(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+
+    let r = c
+        .get(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(header(&r, "content-range"), "bytes 1000-1999/100000");
+    assert_eq!(r.bytes().await.unwrap(), &bytes[1000..2000]);
+
+    let r = c
+        .get(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
+        .header("range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes().await.unwrap(), &bytes[99_990..]);
+
+    let r = c
+        .get(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "content-range"), "bytes */100000");
+    expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
+
+    // A blob is visible only in the repository it was pushed to.
+    let r = c
+        .get(b.url(&format!("/v2/other/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn post_then_put_and_empty_blob() {
+    let b = Berth::start();
+    let c = Client::new();
+    for bytes in [random_bytes(5000), Vec::new()] {
+        let digest = sha256(&bytes);
+        let r = c.post(b.url("/v2/a/blobs/uploads/")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        assert_eq!(header(&r, "range"), "0-0");
+        let location = header(&r, "location").to_owned();
+        assert!(location.starts_with("/v2/a/blobs/uploads/"));
+        assert_eq!(
+            header(&r, "docker-upload-uuid"),
+            location.rsplit('/').next().unwrap()
+        );
+
+        let r = c
+            .put(b.url(&format!("{location}?digest={digest}")))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+        let r = c
+            .get(b.url(&format!("/v2/a/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.bytes().await.unwrap(), bytes);
+        // The session is over.
+        let r = c.get(b.url(&location)).send().await.unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    }
+}
+
+#[tokio::test]
+async fn chunked_upload_in_order_and_out_of_order() {
+    let b = Berth::start();
+    let c = Client::new();
+    let bytes = random_bytes(30_000);
+    let digest = sha256(&bytes);
+    let r = c
+        .post(b.url("/v2/a/b/blobs/uploads/"))
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    let mut location = header(&r, "location").to_owned();
+
+    for (start, end) in [(0usize, 9_999usize), (10_000, 19_999)] {
+        let r = c
+            .patch(b.url(&location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{start}-{end}"))
+            .body(bytes[start..=end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED, "{r:?}");
+        assert_eq!(header(&r, "range"), format!("0-{end}"));
+        location = header(&r, "location").to_owned();
+    }
+
+    let r = c.get(b.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-19999");
+
+    // A chunk that skips ahead, or repeats one already sent, is refused
+    // with 416 and the true end of the upload.
+    for (start, end) in [(25_000usize, 29_999usize), (10_000, 19_999)] {
+        let r = c
+            .patch(b.url(&location))
+            .header("content-range", format!("{start}-{end}"))
+            .body(bytes[start..=end].to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "range"), "0-19999");
+        expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID").await;
+    }
+
+    // The last chunk rides on the closing PUT.
+    let r = c
+        .put(b.url(&format!("{location}?digest={digest}")))
+        .header("content-range", "20000-29999")
+        .body(bytes[20_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+    let r = c
+        .get(b.url(&format!("/v2/a/b/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn streamed_patch_without_content_range() {
+    let b = Berth::start();
+    let c = Client::new();
+    let parts: Vec<Vec<u8>> = (0..20).map(|_| random_bytes(50_000)).collect();
+    let whole: Vec<u8> = parts.concat();
+    let digest = sha256(&whole);
+    let r = c.post(b.url("/v2/s/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+
+    // Chunked transfer encoding, as docker and podman send it.
+    let stream = futures_util::stream::iter(parts.into_iter().map(Ok::<_, std::io::Error>));
+    let r = c
+        .patch(b.url(&location))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(header(&r, "range"), format!("0-{}", whole.len() - 1));
+    let r = c
+        .put(b.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+    let r = c
+        .get(b.url(&format!("/v2/s/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), whole);
+}
+
+#[tokio::test]
+async fn digest_mismatch_leaves_nothing_behind() {
+    let b = Berth::start();
+    let c = Client::new();
+    let bytes = random_bytes(10_000);
+    let claimed = sha256(b"something else entirely");
+
+    let r = c
+        .post(b.url(&format!("/v2/m/blobs/uploads/?digest={claimed}")))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+
+    let r = c.post(b.url("/v2/m/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+    let r = c
+        .patch(b.url(&location))
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(b.url(&format!("{location}?digest={claimed}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+
+    for digest in [&claimed, &sha256(&bytes)] {
+        let r = c
+            .head(b.url(&format!("/v2/m/blobs/{digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    let r = c.get(b.url(&location)).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    // Neither a stored blob nor an upload file remains on disk.
+    let leftover: Vec<_> = walk(&b.data_dir().join("blobs"))
+        .into_iter()
+        .chain(walk(&b.data_dir().join("uploads")))
+        .collect();
+    assert!(leftover.is_empty(), "left on disk: {leftover:?}");
+
+    // A missing or malformed digest on the closing PUT is refused too.
+    let r = c.post(b.url("/v2/m/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+    for query in [
+        "",
+        "?digest=sha256:totallywrong",
+        "?digest=md5:d41d8cd98f00b204e9800998ecf8427e",
+    ] {
+        let r = c
+            .put(b.url(&format!("{location}{query}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                files.extend(walk(&e.path()));
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn chunked_upload_survives_a_restart() {
+    let mut b = Berth::start();
+    let c = Client::new();
+    let bytes = random_bytes(200_000);
+    let digest = sha256(&bytes);
+    let r = c.post(b.url("/v2/r/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+    let r = c
+        .patch(b.url(&location))
+        .header("content-range", "0-99999")
+        .body(bytes[..100_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+
+    b.restart();
+    // The old process's pooled connections died with it.
+    let c = Client::new();
+
+    let r = c.get(b.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header(&r, "range"), "0-99999");
+    let r = c
+        .patch(b.url(&location))
+        .header("content-range", "100000-199999")
+        .body(bytes[100_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .put(b.url(&format!("{location}?digest={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+
+    // And what was acknowledged before a restart is still there after one.
+    b.restart();
+    let c = Client::new();
+    let r = c
+        .get(b.url(&format!("/v2/r/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn concurrent_patches_to_one_upload_never_interleave() {
+    let b = Berth::start();
+    let c = Client::new();
+    let r = c.post(b.url("/v2/c/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+    let one = random_bytes(2_000_000);
+    let two = random_bytes(2_000_000);
+    let send = |body: Vec<u8>| {
+        c.patch(b.url(&location))
+            .header("content-range", format!("0-{}", body.len() - 1))
+            .body(body)
+            .send()
+    };
+    let (r1, r2) = tokio::join!(send(one.clone()), send(two.clone()));
+    let statuses = [r1.unwrap().status(), r2.unwrap().status()];
+    assert!(
+        statuses.contains(&StatusCode::ACCEPTED)
+            && statuses.contains(&StatusCode::RANGE_NOT_SATISFIABLE),
+        "{statuses:?}"
+    );
+    // Exactly one of the two bodies is the upload.
+    let winner = if statuses[0] == StatusCode::ACCEPTED {
+        one
+    } else {
+        two
+    };
+    let r = c
+        .put(b.url(&format!("{location}?digest={}", sha256(&winner))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+}
+
+#[tokio::test]
+async fn cancel_upload() {
+    let b = Berth::start();
+    let c = Client::new();
+    let r = c.post(b.url("/v2/x/blobs/uploads/")).send().await.unwrap();
+    let location = header(&r, "location").to_owned();
+    let r = c
+        .patch(b.url(&location))
+        .body(random_bytes(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c.delete(b.url(&location)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c
+        .patch(b.url(&location))
+        .body(random_bytes(10))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    // An upload belongs to its repository.
+    let r = c.post(b.url("/v2/x/blobs/uploads/")).send().await.unwrap();
+    let id = header(&r, "docker-upload-uuid").to_owned();
+    let r = c
+        .get(b.url(&format!("/v2/y/blobs/uploads/{id}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn manifests_by_tag_and_digest() {
+    let b = Berth::start();
+    let c = Client::new();
+    for (repo, media_type) in [("oci/img", OCI_MANIFEST), ("docker/img", DOCKER_MANIFEST)] {
+        let manifest = serde_json::to_vec(&push_image(&c, &b, repo, media_type).await).unwrap();
+        let digest = sha256(&manifest);
+        let r = put_manifest(&c, &b, repo, "v1", media_type, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+        assert_eq!(header(&r, "docker-content-digest"), digest);
+        assert_eq!(
+            header(&r, "location"),
+            format!("/v2/{repo}/manifests/{digest}")
+        );
+
+        for reference in ["v1", digest.as_str()] {
+            let r = c
+                .get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(header(&r, "content-type"), media_type);
+            assert_eq!(header(&r, "docker-content-digest"), digest);
+            assert_eq!(r.bytes().await.unwrap(), manifest);
+            let r = c
+                .head(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            assert_eq!(header(&r, "content-length"), manifest.len().to_string());
+        }
+
+        // An index over it, pushed by digest.
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": media_type, "digest": digest, "size": manifest.len(),
+                           "platform": {"architecture": "amd64", "os": "linux"}}]
+        }))
+        .unwrap();
+        let index_digest = sha256(&index);
+        let r = put_manifest(&c, &b, repo, &index_digest, OCI_INDEX, &index).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+        let r = c
+            .get(b.url(&format!("/v2/{repo}/manifests/{index_digest}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&r, "content-type"), OCI_INDEX);
+    }
+
+    // Moving a tag.
+    let manifest = serde_json::to_vec(&push_image(&c, &b, "oci/img", OCI_MANIFEST).await).unwrap();
+    let r = put_manifest(&c, &b, "oci/img", "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .get(b.url("/v2/oci/img/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "docker-content-digest"), sha256(&manifest));
+
+    let r = c
+        .get(b.url("/v2/oci/img/manifests/nope"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    let r = c
+        .get(b.url("/v2/oci/img/manifests/sha256:totallywrong"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+}
+
+#[tokio::test]
+async fn bad_manifests_are_refused() {
+    let b = Berth::start();
+    let c = Client::new();
+    let good = push_image(&c, &b, "bad/m", OCI_MANIFEST).await;
+
+    // A layer that was never pushed.
+    let mut missing = good.clone();
+    missing["layers"][0]["digest"] = json!(sha256(b"never pushed"));
+    let r = put_manifest(
+        &c,
+        &b,
+        "bad/m",
+        "t",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&missing).unwrap(),
+    )
+    .await;
+    let body = expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+    assert_eq!(
+        body["errors"][0]["detail"]["digest"],
+        sha256(b"never pushed")
+    );
+
+    // Blobs pushed to another repository are not this one's.
+    let r = put_manifest(
+        &c,
+        &b,
+        "bad/other",
+        "t",
+        OCI_MANIFEST,
+        &serde_json::to_vec(&good).unwrap(),
+    )
+    .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // An index whose child manifest is not in the repository.
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"no such manifest"), "size": 10}]});
+    let r = put_manifest(
+        &c,
+        &b,
+        "bad/m",
+        "t",
+        OCI_INDEX,
+        &serde_json::to_vec(&index).unwrap(),
+    )
+    .await;
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN").await;
+
+    // Wrong sizes, malformed JSON, wrong schema, a media type that disagrees.
+    let mut wrong_size = good.clone();
+    wrong_size["layers"][0]["size"] = json!(1);
+    let bodies: Vec<(String, Vec<u8>)> = vec![
+        (
+            OCI_MANIFEST.into(),
+            serde_json::to_vec(&wrong_size).unwrap(),
+        ),
+        (OCI_MANIFEST.into(), b"{not json".to_vec()),
+        (OCI_MANIFEST.into(), br#"{"schemaVersion":1}"#.to_vec()),
+        (DOCKER_MANIFEST.into(), serde_json::to_vec(&good).unwrap()),
+    ];
+    for (content_type, body) in bodies {
+        let r = put_manifest(&c, &b, "bad/m", "t", &content_type, &body).await;
+        expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    }
+
+    // Pushed by a digest it does not have.
+    let body = serde_json::to_vec(&good).unwrap();
+    let r = put_manifest(&c, &b, "bad/m", &sha256(b"other"), OCI_MANIFEST, &body).await;
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+
+    // Too large.
+    let r = put_manifest(
+        &c,
+        &b,
+        "bad/m",
+        "big",
+        OCI_MANIFEST,
+        &vec![b' '; 5 * 1024 * 1024],
+    )
+    .await;
+    expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
+
+    // None of it became visible.
+    let r = c.get(b.url("/v2/bad/m/manifests/t")).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    let r = c.get(b.url("/v2/bad/m/tags/list")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
+}
+
+#[tokio::test]
+async fn tag_list_is_sorted_and_paged() {
+    let b = Berth::start();
+    let c = Client::new();
+    let manifest = serde_json::to_vec(&push_image(&c, &b, "t/img", OCI_MANIFEST).await).unwrap();
+    for tag in ["v10", "B", "a", "v2", "latest", "_x"] {
+        let r = put_manifest(&c, &b, "t/img", tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = c.get(b.url("/v2/t/img/tags/list")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get("link").is_none());
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"name": "t/img", "tags": ["_x", "a", "B", "latest", "v10", "v2"]})
+    );
+
+    let r = c
+        .get(b.url("/v2/t/img/tags/list?n=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/t/img/tags/list?n=2&last=a>; rel=\"next\""
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["_x", "a"]));
+    let r = c
+        .get(b.url("/v2/t/img/tags/list?n=3&last=a"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["tags"],
+        json!(["B", "latest", "v10"])
+    );
+    let r = c
+        .get(b.url("/v2/t/img/tags/list?n=0"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
+
+    let r = c
+        .get(b.url("/v2/no/such/repo/tags/list"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+}
+
+/// Sends a request exactly as written: HTTP clients normalise paths (`..`)
+/// before sending, attackers do not. Returns the status and the body.
+async fn raw_get(b: &Berth, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(&b.host).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        b.host
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_names_and_methods() {
+    let b = Berth::start();
+    let c = Client::new();
+    for path in [
+        "/v2/UPPER/tags/list",
+        "/v2/a/../b/tags/list",
+        "/v2/../../etc/tags/list",
+        "/v2/a/%2e%2e/b/tags/list",
+        "/v2/a%5cb/tags/list",
+        "/v2/a\\b/tags/list",
+        "/v2/a%00b/tags/list",
+        "/v2/a__-b/blobs/uploads/",
+    ] {
+        let (status, body) = raw_get(&b, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["errors"][0]["code"], "NAME_INVALID", "{path}: {body}");
+    }
+    let r = c.get(b.url("/v2/a/blobs/sha256:123")).send().await.unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+    let r = c
+        .get(b.url("/v2/a/manifests/-nottag"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
+    let r = c.post(b.url("/v2/a/tags/list")).send().await.unwrap();
+    expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+    let r = c
+        .get(b.url("/v2/a/blobs/uploads/not-an-upload"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
+    let r = c.get(b.url("/elsewhere")).send().await.unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
+}
+
+#[tokio::test]
+async fn cross_repository_mount() {
+    let b = Berth::start();
+    let c = Client::new();
+    let bytes = random_bytes(4000);
+    let digest = push_blob(&c, &b, "src/repo", &bytes).await;
+
+    let r = c
+        .post(b.url(&format!(
+            "/v2/dst/repo/blobs/uploads/?mount={digest}&from=src/repo"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(
+        header(&r, "location"),
+        format!("/v2/dst/repo/blobs/{digest}")
+    );
+    let r = c
+        .get(b.url(&format!("/v2/dst/repo/blobs/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+
+    // Not in `from`: an upload session starts instead.
+    let unknown = sha256(b"unknown blob");
+    let r = c
+        .post(b.url(&format!(
+            "/v2/dst/repo/blobs/uploads/?mount={unknown}&from=src/repo"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert!(header(&r, "location").starts_with("/v2/dst/repo/blobs/uploads/"));
+}
