@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs berth's whole test suite on a fresh Debian machine: installs the real
+# clients the tests drive (skopeo, podman, containerd, docker.io, ...), then
+# runs every unit and integration test. Each test starts the daemons it uses
+# (berth, containerd, dockerd) itself, on private sockets and temp dirs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+# A target directory kept outside the checkout makes repeated runs fast;
+# any directory works.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/berth-target}"
+# Temporary image layers go here rather than filling /var/tmp.
+export TMPDIR="${TMPDIR:-/tmp}"
+
+cargo test "$@"
