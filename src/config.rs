@@ -14,6 +14,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for blobs, uploads in progress and the metadata database.
     pub data_dir: PathBuf,
+    /// Whether clients may delete manifests, tags and blobs. When false,
+    /// deletes answer 405 UNSUPPORTED.
+    pub delete_enabled: bool,
     /// Limits on what clients may send.
     pub limits: Limits,
 }
@@ -30,6 +33,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:8888".parse().expect("valid default address"),
             data_dir: PathBuf::from("./data"),
+            delete_enabled: true,
             limits: Limits::default(),
         }
     }
@@ -80,6 +84,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(shipped.listen, defaults.listen);
         assert_eq!(shipped.data_dir, defaults.data_dir);
+        assert_eq!(shipped.delete_enabled, defaults.delete_enabled);
         assert_eq!(
             shipped.limits.max_manifest_bytes,
             defaults.limits.max_manifest_bytes

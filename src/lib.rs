@@ -32,6 +32,7 @@ impl App {
         let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
         let limits = RegistryLimits {
             max_manifest_bytes: config.limits.max_manifest_bytes,
+            delete_enabled: config.delete_enabled,
         };
         let registry = Arc::new(Registry::new(blobs, meta, limits));
         let router = api::router(registry.clone());

@@ -840,3 +840,216 @@ async fn cross_repository_mount() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert!(header(&r, "location").starts_with("/v2/dst/repo/blobs/uploads/"));
 }
+
+#[tokio::test]
+async fn deletes() {
+    let b = Berth::start();
+    let c = Client::new();
+    let manifest = serde_json::to_vec(&push_image(&c, &b, "d/img", OCI_MANIFEST).await).unwrap();
+    let digest = sha256(&manifest);
+    for tag in ["one", "two", "three"] {
+        let r = put_manifest(&c, &b, "d/img", tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    // A tag goes alone.
+    let r = c
+        .delete(b.url("/v2/d/img/manifests/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .get(b.url("/v2/d/img/manifests/one"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    let r = c
+        .get(b.url("/v2/d/img/manifests/two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A manifest takes its tags with it.
+    let r = c
+        .delete(b.url(&format!("/v2/d/img/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    for reference in ["two", "three", digest.as_str()] {
+        let r = c
+            .get(b.url(&format!("/v2/d/img/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap();
+        expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    }
+    let r = c.get(b.url("/v2/d/img/tags/list")).send().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
+    let r = c
+        .delete(b.url(&format!("/v2/d/img/manifests/{digest}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+
+    // A blob.
+    let blob = push_blob(&c, &b, "d/img", b"some bytes").await;
+    let r = c
+        .delete(b.url(&format!("/v2/d/img/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = c
+        .head(b.url(&format!("/v2/d/img/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .delete(b.url(&format!("/v2/d/img/blobs/{blob}")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
+}
+
+#[tokio::test]
+async fn referrers() {
+    let b = Berth::start();
+    let c = Client::new();
+    let subject = serde_json::to_vec(&push_image(&c, &b, "ref/img", OCI_MANIFEST).await).unwrap();
+    let subject_digest = sha256(&subject);
+
+    // Referrers may be pushed before their subject.
+    let empty = push_blob(&c, &b, "ref/img", b"{}").await;
+    let mut pushed = vec![];
+    for (artifact_type, note) in [
+        ("application/vnd.example.sbom", "sbom"),
+        ("application/vnd.example.sig", "sig"),
+    ] {
+        let artifact = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject.len()},
+            "annotations": {"note": note},
+        }))
+        .unwrap();
+        let digest = sha256(&artifact);
+        let r = put_manifest(&c, &b, "ref/img", &digest, OCI_MANIFEST, &artifact).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+        assert_eq!(header(&r, "oci-subject"), subject_digest);
+        pushed.push((digest, artifact.len(), artifact_type, note));
+    }
+    let r = put_manifest(&c, &b, "ref/img", "v1", OCI_MANIFEST, &subject).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let r = c
+        .get(b.url(&format!("/v2/ref/img/referrers/{subject_digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "content-type"), OCI_INDEX);
+    assert!(r.headers().get("oci-filters-applied").is_none());
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["mediaType"], OCI_INDEX);
+    let mut listed: Vec<Value> = index["manifests"].as_array().unwrap().clone();
+    listed.sort_by_key(|d| d["digest"].as_str().unwrap().to_owned());
+    pushed.sort();
+    let expected: Vec<Value> = pushed
+        .iter()
+        .map(|(digest, size, artifact_type, note)| {
+            json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": size,
+                   "artifactType": artifact_type, "annotations": {"note": note}})
+        })
+        .collect();
+    assert_eq!(listed, expected);
+
+    let r = c
+        .get(b.url(&format!(
+            "/v2/ref/img/referrers/{subject_digest}?artifactType=application/vnd.example.sig"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
+    let index: Value = r.json().await.unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        index["manifests"][0]["artifactType"],
+        "application/vnd.example.sig"
+    );
+
+    // Nothing refers to an unknown digest: an empty index, not an error.
+    let r = c
+        .get(b.url(&format!("/v2/ref/img/referrers/{}", sha256(b"x"))))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["manifests"], json!([]));
+    let r = c
+        .get(b.url("/v2/ref/img/referrers/sha256:bad"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
+}
+
+#[tokio::test]
+async fn catalog_is_sorted_and_paged() {
+    let b = Berth::start();
+    let c = Client::new();
+    for repo in ["zeta", "alpha/one", "alpha", "mid/x/y"] {
+        push_blob(&c, &b, repo, repo.as_bytes()).await;
+    }
+    let r = c.get(b.url("/v2/_catalog")).send().await.unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"repositories": ["alpha", "alpha/one", "mid/x/y", "zeta"]})
+    );
+    let r = c.get(b.url("/v2/_catalog?n=2")).send().await.unwrap();
+    assert_eq!(
+        header(&r, "link"),
+        "</v2/_catalog?n=2&last=alpha/one>; rel=\"next\""
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["repositories"],
+        json!(["alpha", "alpha/one"])
+    );
+    let r = c
+        .get(b.url("/v2/_catalog?n=2&last=alpha/one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["repositories"],
+        json!(["mid/x/y", "zeta"])
+    );
+}
+
+#[tokio::test]
+async fn deletes_can_be_turned_off() {
+    let b = Berth::start_with_config("delete_enabled = false\n");
+    let c = Client::new();
+    let manifest = serde_json::to_vec(&push_image(&c, &b, "keep/img", OCI_MANIFEST).await).unwrap();
+    let r = put_manifest(&c, &b, "keep/img", "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let blob = push_blob(&c, &b, "keep/img", b"kept").await;
+    for path in [
+        "/v2/keep/img/manifests/v1".to_owned(),
+        format!("/v2/keep/img/blobs/{blob}"),
+    ] {
+        let r = c.delete(b.url(&path)).send().await.unwrap();
+        expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
+        let r = c.get(b.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

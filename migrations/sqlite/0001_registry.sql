@@ -28,6 +28,7 @@ CREATE TABLE manifests (
     media_type    TEXT NOT NULL,
     artifact_type TEXT,
     subject       TEXT,
+    annotations   TEXT,
     size          INTEGER NOT NULL,
     content       BLOB NOT NULL,
     created_at    INTEGER NOT NULL,

@@ -141,9 +141,17 @@ async fn route(registry: &Registry, request: Request) -> Result<Response> {
             registry.cancel_upload(&repo, &id).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
-        (E::Referrers(..), _) => Err(RegistryError::Unsupported(
-            "the referrers API is not served yet".into(),
-        )),
+        (E::Manifest(repo, reference), Method::DELETE) => {
+            registry.delete_manifest(&repo, &reference).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (E::Blob(repo, digest), Method::DELETE) => {
+            registry.delete_blob(&repo, &digest).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        (E::Referrers(repo, subject), Method::GET) => {
+            referrers(registry, &repo, &subject, &query).await
+        }
         _ => Err(RegistryError::MethodNotAllowed),
     }
 }
@@ -176,6 +184,53 @@ async fn start_upload(
     }
     let id = registry.start_upload(repo).await?;
     Ok(upload_response(StatusCode::ACCEPTED, repo, &id, 0))
+}
+
+/// `GET /v2/<name>/referrers/<digest>`: an image index of the manifests
+/// whose subject is `<digest>`.
+async fn referrers(
+    registry: &Registry,
+    repo: &RepoName,
+    subject: &Digest,
+    query: &Query,
+) -> Result<Response> {
+    let artifact_type = query.get("artifactType").filter(|t| !t.is_empty());
+    let rows = registry.referrers(repo, subject, artifact_type).await?;
+    let manifests: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|row| {
+            let mut descriptor = json!({
+                "mediaType": row.media_type,
+                "digest": row.digest,
+                "size": row.size,
+            });
+            if let Some(t) = row.artifact_type {
+                descriptor["artifactType"] = json!(t);
+            }
+            if let Some(a) = row
+                .annotations
+                .and_then(|a| serde_json::from_str::<serde_json::Value>(&a).ok())
+            {
+                descriptor["annotations"] = a;
+            }
+            descriptor
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": crate::core::manifest::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut response = json_response(StatusCode::OK, &index);
+    set(
+        &mut response,
+        header::CONTENT_TYPE,
+        crate::core::manifest::OCI_INDEX,
+    );
+    if artifact_type.is_some() {
+        set(&mut response, OCI_FILTERS_APPLIED, "artifactType");
+    }
+    Ok(response)
 }
 
 async fn tags(registry: &Registry, repo: &RepoName, query: &Query) -> Result<Response> {
@@ -308,6 +363,7 @@ async fn read_bounded(body: Body, limit: u64) -> Result<bytes::Bytes> {
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 /// The `Range` header of an upload holding `size` bytes. Distribution
 /// answers `0-0` for an empty upload, and clients expect that.

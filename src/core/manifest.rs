@@ -23,8 +23,12 @@ const DOCKER_SCHEMA1: [&str; 2] = [
 #[derive(Debug)]
 pub struct ParsedManifest {
     pub media_type: String,
+    /// The type the referrers API reports: `artifactType`, or for an image
+    /// manifest without one, its config's media type.
     pub artifact_type: Option<String>,
     pub subject: Option<Digest>,
+    /// The manifest's annotations as JSON, for the referrers API.
+    pub annotations: Option<String>,
     /// Blobs that must be in the repository: config and layers. Foreign
     /// layers that name external URLs are not among them.
     pub blobs: Vec<(Digest, u64)>,
@@ -109,6 +113,11 @@ fn subject_of(subject: Option<&Descriptor>) -> Result<Option<Digest>> {
     subject.map(descriptor_digest).transpose()
 }
 
+fn annotations_json(a: Option<&std::collections::HashMap<String, String>>) -> Option<String> {
+    a.filter(|a| !a.is_empty())
+        .map(|a| serde_json::to_string(a).expect("string map serializes"))
+}
+
 fn parse_image(media_type: String, body: &[u8]) -> Result<ParsedManifest> {
     let m: ImageManifest = serde_json::from_slice(body).map_err(invalid)?;
     let mut blobs = vec![(descriptor_digest(m.config())?, m.config().size())];
@@ -122,8 +131,14 @@ fn parse_image(media_type: String, body: &[u8]) -> Result<ParsedManifest> {
     }
     Ok(ParsedManifest {
         media_type,
-        artifact_type: m.artifact_type().as_ref().map(|t| t.to_string()),
+        artifact_type: Some(
+            m.artifact_type()
+                .as_ref()
+                .unwrap_or(m.config().media_type())
+                .to_string(),
+        ),
         subject: subject_of(m.subject().as_ref())?,
+        annotations: annotations_json(m.annotations().as_ref()),
         blobs,
         manifests: vec![],
     })
@@ -140,6 +155,7 @@ fn parse_index(media_type: String, body: &[u8]) -> Result<ParsedManifest> {
         media_type,
         artifact_type: index.artifact_type().as_ref().map(|t| t.to_string()),
         subject: subject_of(index.subject().as_ref())?,
+        annotations: annotations_json(index.annotations().as_ref()),
         blobs: vec![],
         manifests,
     })

@@ -18,6 +18,8 @@ use crate::storage::BlobStore;
 #[derive(Clone, Debug)]
 pub struct RegistryLimits {
     pub max_manifest_bytes: u64,
+    /// Whether clients may delete manifests, tags and blobs.
+    pub delete_enabled: bool,
 }
 
 pub struct Registry {
@@ -293,6 +295,7 @@ impl Registry {
             media_type: &parsed.media_type,
             artifact_type: parsed.artifact_type.as_deref(),
             subject: parsed.subject.as_ref(),
+            annotations: parsed.annotations.as_deref(),
             content: body,
             references: &references,
         };
@@ -333,6 +336,55 @@ impl Registry {
             Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
         };
         row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
+    }
+
+    // ---- deletes -------------------------------------------------------
+
+    fn check_deletes_enabled(&self) -> Result<()> {
+        if self.limits.delete_enabled {
+            Ok(())
+        } else {
+            Err(RegistryError::Unsupported(
+                "deletes are disabled on this registry".into(),
+            ))
+        }
+    }
+
+    /// Deletes a tag, or a manifest with every tag on it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.check_deletes_enabled()?;
+        let deleted = match reference {
+            Reference::Tag(tag) => self.meta.delete_tag(repo, tag).await?,
+            Reference::Digest(digest) => self.meta.delete_manifest(repo, digest).await?,
+        };
+        if deleted {
+            Ok(())
+        } else {
+            Err(RegistryError::ManifestUnknown(format!(
+                "{repo}:{reference}"
+            )))
+        }
+    }
+
+    /// Removes a blob from a repository.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.check_deletes_enabled()?;
+        if self.meta.unlink_blob(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(digest.clone()))
+        }
+    }
+
+    /// The manifests in `repo` that name `subject`, whether or not the
+    /// subject itself was pushed.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<crate::meta::ReferrerRow>> {
+        self.meta.referrers(repo, subject, artifact_type).await
     }
 
     // ---- listings ------------------------------------------------------

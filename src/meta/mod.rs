@@ -33,12 +33,22 @@ pub struct ManifestRow {
     pub content: Vec<u8>,
 }
 
+/// A manifest that names another as its subject.
+pub struct ReferrerRow {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub annotations: Option<String>,
+    pub size: u64,
+}
+
 /// A manifest to store, with the digests it points at.
 pub struct NewManifest<'a> {
     pub digest: &'a Digest,
     pub media_type: &'a str,
     pub artifact_type: Option<&'a str>,
     pub subject: Option<&'a Digest>,
+    pub annotations: Option<&'a str>,
     pub content: &'a [u8],
     pub references: &'a [Digest],
 }
@@ -242,14 +252,15 @@ impl MetaStore {
         Self::ensure_repository(&mut tx, repo).await?;
         let now = now_ms();
         let inserted = sqlx::query(
-            "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, size, content, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(repo.as_str())
         .bind(m.digest.as_str())
         .bind(m.media_type)
         .bind(m.artifact_type)
         .bind(m.subject.map(Digest::as_str))
+        .bind(m.annotations)
         .bind(m.content.len() as i64)
         .bind(m.content)
         .bind(now)
@@ -369,5 +380,67 @@ impl MetaStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Removes a tag; false if `repo` had no such tag.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tags WHERE repository = ? AND name = ?")
+            .bind(repo.as_str())
+            .bind(tag.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a manifest and every tag on it; false if `repo` had no such
+    /// manifest.
+    pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM manifests WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Unlinks a blob from a repository; false if it was not linked. The
+    /// bytes stay until garbage collection finds nothing links them.
+    pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?")
+            .bind(repo.as_str())
+            .bind(digest.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The manifests of `repo` whose subject is `subject`, optionally only
+    /// those of one artifact type, in digest order.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<ReferrerRow>> {
+        let rows = sqlx::query(
+            "SELECT digest, media_type, artifact_type, annotations, size FROM manifests \
+             WHERE repository = ? AND subject = ? AND (? IS NULL OR artifact_type = ?) ORDER BY digest",
+        )
+        .bind(repo.as_str())
+        .bind(subject.as_str())
+        .bind(artifact_type)
+        .bind(artifact_type)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ReferrerRow {
+                digest: r.get(0),
+                media_type: r.get(1),
+                artifact_type: r.get(2),
+                annotations: r.get(3),
+                size: r.get::<i64, _>(4) as u64,
+            })
+            .collect())
     }
 }

@@ -17,7 +17,13 @@ pub struct Berth {
 impl Berth {
     /// Starts berth on a free port with an empty data directory.
     pub fn start() -> Berth {
+        Berth::start_with_config("")
+    }
+
+    /// Starts berth with `config` as its config file (TOML).
+    pub fn start_with_config(config: &str) -> Berth {
         let data = tempfile::tempdir().expect("temp dir");
+        std::fs::write(data.path().join("config.toml"), config).expect("write config");
         let (child, host) = spawn(data.path(), "127.0.0.1:0");
         Berth { child, host, data }
     }
@@ -62,6 +68,8 @@ fn spawn(data: &Path, listen: &str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data)
+        .arg("--config")
+        .arg(data.join("config.toml"))
         .env("RUST_LOG", "berth=debug")
         .current_dir(data)
         .stdout(Stdio::piped())
