@@ -152,8 +152,12 @@ impl BlobStore {
             }
             let shard = to.parent().expect("blob path has a parent");
             if !shard.exists() {
+                // New directories are durable only once their parents'
+                // entries are: blobs/ and blobs/<algorithm>/.
                 std::fs::create_dir_all(shard)?;
-                sync_dir(shard.parent().expect("shard has a parent"))?;
+                let algorithm_dir = shard.parent().expect("shard has a parent");
+                sync_dir(algorithm_dir)?;
+                sync_dir(algorithm_dir.parent().expect("algorithm dir has a parent"))?;
             }
             File::open(&from)?.sync_all()?;
             std::fs::rename(&from, &to)?;
