@@ -79,6 +79,12 @@ else
         "${missing[@]}"
 fi
 
+# The ORAS Python client (PyPI), for the referrers test.
+if ! python3 -c "import oras.client" >/dev/null 2>&1; then
+    echo "install-test-deps: installing oras from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "oras==0.2.43"
+fi
+
 # Sanity: report versions (fails loudly if something is still missing).
 for c in skopeo podman ctr containerd dockerd docker-registry; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }
