@@ -123,7 +123,7 @@ async fn route(registry: &Registry, request: Request) -> Result<Response> {
         (E::Upload(repo, id), Method::PATCH) => {
             let (start, length) = chunk_headers(&headers)?;
             let size = registry
-                .append_chunk(&repo, &id, start, length, body.into_data_stream())
+                .append_chunk(&repo, &id, start, length, body_stream(body))
                 .await?;
             Ok(upload_response(StatusCode::ACCEPTED, &repo, &id, size))
         }
@@ -131,7 +131,7 @@ async fn route(registry: &Registry, request: Request) -> Result<Response> {
             let digest = query.digest()?;
             let (start, length) = chunk_headers(&headers)?;
             // A PUT with no body carries no last chunk.
-            let last_chunk = (length != Some(0)).then(|| (start, length, body.into_data_stream()));
+            let last_chunk = (length != Some(0)).then(|| (start, length, body_stream(body)));
             registry
                 .finish_upload(&repo, &id, &digest, last_chunk)
                 .await?;
@@ -178,7 +178,7 @@ async fn start_upload(
         let digest = query.digest()?;
         let (_, length) = chunk_headers(headers)?;
         let id = registry.start_upload(repo).await?;
-        let chunk = Some((Some(0), length, body.into_data_stream()));
+        let chunk = Some((Some(0), length, body_stream(body)));
         registry.finish_upload(repo, &id, &digest, chunk).await?;
         return Ok(blob_created(repo, &digest));
     }
@@ -341,6 +341,11 @@ fn chunk_headers(headers: &HeaderMap) -> Result<(Option<u64>, Option<u64>)> {
         )));
     }
     Ok((Some(start), length.or(Some(end - start + 1))))
+}
+
+/// A request body as the core takes it.
+fn body_stream(body: Body) -> impl crate::core::BodyStream {
+    futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other)
 }
 
 /// Reads a small body whole, refusing it past `limit` bytes.

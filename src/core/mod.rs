@@ -10,3 +10,15 @@ mod upload_locks;
 
 pub use error::{RegistryError, Result};
 pub use registry::{BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryLimits};
+
+/// A request body as the core sees it: bytes as they arrive, or the error
+/// that cut the stream short.
+pub trait BodyStream:
+    futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin + Send
+{
+}
+
+impl<T> BodyStream for T where
+    T: futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin + Send
+{
+}

@@ -3,14 +3,11 @@
 //! write is bytes first, synced, then the metadata row: a crash in between
 //! leaves at worst an invisible file, never a visible row without bytes.
 
-use bytes::Bytes;
-use futures_util::Stream;
-
 use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::core::upload_locks::UploadLocks;
-use crate::core::{RegistryError, Result};
+use crate::core::{BodyStream, RegistryError, Result};
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
 
@@ -91,34 +88,26 @@ impl Registry {
     /// Appends a chunk to an upload. `start` is where the client says the
     /// chunk begins (from Content-Range); `length` is its declared length.
     /// Returns the upload's new size.
-    pub async fn append_chunk<S, E>(
+    pub async fn append_chunk(
         &self,
         repo: &RepoName,
         id: &str,
         start: Option<u64>,
         length: Option<u64>,
-        body: S,
-    ) -> Result<u64>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl BodyStream,
+    ) -> Result<u64> {
         let _guard = self.upload_locks.lock(id).await;
         self.append_locked(repo, id, start, length, body).await
     }
 
-    async fn append_locked<S, E>(
+    async fn append_locked(
         &self,
         repo: &RepoName,
         id: &str,
         start: Option<u64>,
         length: Option<u64>,
-        body: S,
-    ) -> Result<u64>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        body: impl BodyStream,
+    ) -> Result<u64> {
         let row = self.upload_row(repo, id).await?;
         if let Some(start) = start
             && start != row.size
@@ -154,17 +143,13 @@ impl Registry {
     /// Ends an upload: appends the optional last chunk, checks the whole
     /// blob against `digest`, and makes the blob visible in `repo`. On a
     /// digest mismatch the upload is discarded and nothing becomes visible.
-    pub async fn finish_upload<S, E>(
+    pub async fn finish_upload<B: BodyStream>(
         &self,
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        last_chunk: Option<(Option<u64>, Option<u64>, S)>,
-    ) -> Result<()>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        last_chunk: Option<(Option<u64>, Option<u64>, B)>,
+    ) -> Result<()> {
         let _guard = self.upload_locks.lock(id).await;
         let size = match last_chunk {
             Some((start, length, body)) => {
@@ -476,26 +461,19 @@ mod tests {
     #[test]
     fn range_headers() {
         let r = |h| RangeRequest::parse(h).map(|r| r.resolve(100));
-        assert_eq!(
-            r("bytes=0-9").unwrap().unwrap(),
-            ByteRange { start: 0, end: 9 }
-        );
-        assert_eq!(
-            r("bytes=90-").unwrap().unwrap(),
-            ByteRange { start: 90, end: 99 }
-        );
-        assert_eq!(
-            r("bytes=-10").unwrap().unwrap(),
-            ByteRange { start: 90, end: 99 }
-        );
-        assert_eq!(
-            r("bytes=-1000").unwrap().unwrap(),
-            ByteRange { start: 0, end: 99 }
-        );
-        assert_eq!(
-            r("bytes=50-1000").unwrap().unwrap(),
-            ByteRange { start: 50, end: 99 }
-        );
+        for (header, start, end) in [
+            ("bytes=0-9", 0, 9),
+            ("bytes=90-", 90, 99),
+            ("bytes=-10", 90, 99),
+            ("bytes=-1000", 0, 99),
+            ("bytes=50-1000", 50, 99),
+        ] {
+            assert_eq!(
+                r(header).unwrap().unwrap(),
+                ByteRange { start, end },
+                "{header}"
+            );
+        }
         assert!(matches!(
             r("bytes=100-").unwrap(),
             Err(RegistryError::RangeNotSatisfiable { size: 100 })

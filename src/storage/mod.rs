@@ -25,11 +25,11 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 
 use crate::core::hashing::{UploadHasher, hash_reader};
 use crate::core::names::Digest;
-use crate::core::{RegistryError, Result};
+use crate::core::{BodyStream, RegistryError, Result};
 
 /// How many body chunks may wait between the network and the disk writer.
 const WRITE_QUEUE: usize = 32;
@@ -77,17 +77,13 @@ impl BlobStore {
     /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
     /// and syncs. Receiving from the network and hashing+writing run on two
     /// threads, so neither waits for the other.
-    pub async fn append<S, E>(
+    pub async fn append(
         &self,
         upload: &str,
         offset: u64,
         mut hasher: UploadHasher,
-        mut body: S,
-    ) -> Result<Appended>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
+        mut body: impl BodyStream,
+    ) -> Result<Appended> {
         let path = self.upload_path(upload);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Appended> {
