@@ -53,6 +53,18 @@ async fn expect_error(r: reqwest::Response, status: StatusCode, code: &str) -> V
     body
 }
 
+async fn get(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response {
+    c.get(b.url(path.as_ref())).send().await.unwrap()
+}
+
+async fn head(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response {
+    c.head(b.url(path.as_ref())).send().await.unwrap()
+}
+
+async fn delete(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response {
+    c.delete(b.url(path.as_ref())).send().await.unwrap()
+}
+
 async fn push_blob(c: &Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
     let r = c
@@ -141,20 +153,12 @@ async fn monolithic_push_then_pull_with_ranges() {
     );
     assert_eq!(header(&r, "docker-content-digest"), digest);
 
-    let r = c
-        .head(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = head(&c, &b, &format!("/v2/team/sub/image/blobs/{digest}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-length"), "100000");
     assert_eq!(header(&r, "docker-content-digest"), digest);
 
-    let r = c
-        .get(b.url(&format!("/v2/team/sub/image/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/team/sub/image/blobs/{digest}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.unwrap(), bytes);
 
@@ -187,11 +191,7 @@ async fn monolithic_push_then_pull_with_ranges() {
     expect_error(r, StatusCode::RANGE_NOT_SATISFIABLE, "RANGE_INVALID").await;
 
     // A blob is visible only in the repository it was pushed to.
-    let r = c
-        .get(b.url(&format!("/v2/other/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/other/blobs/{digest}")).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -219,15 +219,11 @@ async fn post_then_put_and_empty_blob() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
-        let r = c
-            .get(b.url(&format!("/v2/a/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, &b, &format!("/v2/a/blobs/{digest}")).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.bytes().await.unwrap(), bytes);
         // The session is over.
-        let r = c.get(b.url(&location)).send().await.unwrap();
+        let r = get(&c, &b, &location).await;
         expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     }
 }
@@ -260,7 +256,7 @@ async fn chunked_upload_in_order_and_out_of_order() {
         location = header(&r, "location").to_owned();
     }
 
-    let r = c.get(b.url(&location)).send().await.unwrap();
+    let r = get(&c, &b, &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-19999");
 
@@ -287,11 +283,7 @@ async fn chunked_upload_in_order_and_out_of_order() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
-    let r = c
-        .get(b.url(&format!("/v2/a/b/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/a/b/blobs/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap(), bytes);
 }
 
@@ -321,11 +313,7 @@ async fn streamed_patch_without_content_range() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
-    let r = c
-        .get(b.url(&format!("/v2/s/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/s/blobs/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap(), whole);
 }
 
@@ -361,14 +349,10 @@ async fn digest_mismatch_leaves_nothing_behind() {
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 
     for digest in [&claimed, &sha256(&bytes)] {
-        let r = c
-            .head(b.url(&format!("/v2/m/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let r = head(&c, &b, &format!("/v2/m/blobs/{digest}")).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
-    let r = c.get(b.url(&location)).send().await.unwrap();
+    let r = get(&c, &b, &location).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
     // Neither a stored blob nor an upload file remains on disk.
     let leftover: Vec<_> = walk(&b.data_dir().join("blobs"))
@@ -429,7 +413,7 @@ async fn chunked_upload_survives_a_restart() {
     // The old process's pooled connections died with it.
     let c = Client::new();
 
-    let r = c.get(b.url(&location)).send().await.unwrap();
+    let r = get(&c, &b, &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-99999");
     let r = c
@@ -450,11 +434,7 @@ async fn chunked_upload_survives_a_restart() {
     // And what was acknowledged before a restart is still there after one.
     b.restart();
     let c = Client::new();
-    let r = c
-        .get(b.url(&format!("/v2/r/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/r/blobs/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap(), bytes);
 }
 
@@ -506,7 +486,7 @@ async fn cancel_upload() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.delete(b.url(&location)).send().await.unwrap();
+    let r = delete(&c, &b, &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let r = c
         .patch(b.url(&location))
@@ -518,11 +498,7 @@ async fn cancel_upload() {
     // An upload belongs to its repository.
     let r = c.post(b.url("/v2/x/blobs/uploads/")).send().await.unwrap();
     let id = header(&r, "docker-upload-uuid").to_owned();
-    let r = c
-        .get(b.url(&format!("/v2/y/blobs/uploads/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/y/blobs/uploads/{id}")).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
 }
 
@@ -542,20 +518,12 @@ async fn manifests_by_tag_and_digest() {
         );
 
         for reference in ["v1", digest.as_str()] {
-            let r = c
-                .get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
-                .send()
-                .await
-                .unwrap();
+            let r = get(&c, &b, &format!("/v2/{repo}/manifests/{reference}")).await;
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(header(&r, "content-type"), media_type);
             assert_eq!(header(&r, "docker-content-digest"), digest);
             assert_eq!(r.bytes().await.unwrap(), manifest);
-            let r = c
-                .head(b.url(&format!("/v2/{repo}/manifests/{reference}")))
-                .send()
-                .await
-                .unwrap();
+            let r = head(&c, &b, &format!("/v2/{repo}/manifests/{reference}")).await;
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(header(&r, "content-length"), manifest.len().to_string());
         }
@@ -570,11 +538,7 @@ async fn manifests_by_tag_and_digest() {
         let index_digest = sha256(&index);
         let r = put_manifest(&c, &b, repo, &index_digest, OCI_INDEX, &index).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
-        let r = c
-            .get(b.url(&format!("/v2/{repo}/manifests/{index_digest}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, &b, &format!("/v2/{repo}/manifests/{index_digest}")).await;
         assert_eq!(header(&r, "content-type"), OCI_INDEX);
     }
 
@@ -582,24 +546,12 @@ async fn manifests_by_tag_and_digest() {
     let manifest = serde_json::to_vec(&push_image(&c, &b, "oci/img", OCI_MANIFEST).await).unwrap();
     let r = put_manifest(&c, &b, "oci/img", "v1", OCI_MANIFEST, &manifest).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = c
-        .get(b.url("/v2/oci/img/manifests/v1"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/oci/img/manifests/v1").await;
     assert_eq!(header(&r, "docker-content-digest"), sha256(&manifest));
 
-    let r = c
-        .get(b.url("/v2/oci/img/manifests/nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/oci/img/manifests/nope").await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = c
-        .get(b.url("/v2/oci/img/manifests/sha256:totallywrong"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/oci/img/manifests/sha256:totallywrong").await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
@@ -688,9 +640,9 @@ async fn bad_manifests_are_refused() {
     expect_error(r, StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID").await;
 
     // None of it became visible.
-    let r = c.get(b.url("/v2/bad/m/manifests/t")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/bad/m/manifests/t").await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = c.get(b.url("/v2/bad/m/tags/list")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/bad/m/tags/list").await;
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
 }
 
@@ -703,7 +655,7 @@ async fn tag_list_is_sorted_and_paged() {
         let r = put_manifest(&c, &b, "t/img", tag, OCI_MANIFEST, &manifest).await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let r = c.get(b.url("/v2/t/img/tags/list")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/t/img/tags/list").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.headers().get("link").is_none());
     let body: Value = r.json().await.unwrap();
@@ -712,38 +664,22 @@ async fn tag_list_is_sorted_and_paged() {
         json!({"name": "t/img", "tags": ["_x", "a", "B", "latest", "v10", "v2"]})
     );
 
-    let r = c
-        .get(b.url("/v2/t/img/tags/list?n=2"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/t/img/tags/list?n=2").await;
     assert_eq!(
         header(&r, "link"),
         "</v2/t/img/tags/list?n=2&last=a>; rel=\"next\""
     );
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(["_x", "a"]));
-    let r = c
-        .get(b.url("/v2/t/img/tags/list?n=3&last=a"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/t/img/tags/list?n=3&last=a").await;
     assert_eq!(
         r.json::<Value>().await.unwrap()["tags"],
         json!(["B", "latest", "v10"])
     );
-    let r = c
-        .get(b.url("/v2/t/img/tags/list?n=0"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/t/img/tags/list?n=0").await;
     assert!(r.headers().get("link").is_none());
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
 
-    let r = c
-        .get(b.url("/v2/no/such/repo/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/no/such/repo/tags/list").await;
     expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
 }
 
@@ -782,23 +718,15 @@ async fn bad_names_and_methods() {
         assert_eq!(status, 400, "{path}: {body}");
         assert_eq!(body["errors"][0]["code"], "NAME_INVALID", "{path}: {body}");
     }
-    let r = c.get(b.url("/v2/a/blobs/sha256:123")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/a/blobs/sha256:123").await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
-    let r = c
-        .get(b.url("/v2/a/manifests/-nottag"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/a/manifests/-nottag").await;
     expect_error(r, StatusCode::BAD_REQUEST, "MANIFEST_INVALID").await;
     let r = c.post(b.url("/v2/a/tags/list")).send().await.unwrap();
     expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
-    let r = c
-        .get(b.url("/v2/a/blobs/uploads/not-an-upload"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/a/blobs/uploads/not-an-upload").await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN").await;
-    let r = c.get(b.url("/elsewhere")).send().await.unwrap();
+    let r = get(&c, &b, "/elsewhere").await;
     expect_error(r, StatusCode::NOT_FOUND, "UNSUPPORTED").await;
 }
 
@@ -821,11 +749,7 @@ async fn cross_repository_mount() {
         header(&r, "location"),
         format!("/v2/dst/repo/blobs/{digest}")
     );
-    let r = c
-        .get(b.url(&format!("/v2/dst/repo/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap(), bytes);
 
     // Not in `from`: an upload session starts instead.
@@ -853,68 +777,32 @@ async fn deletes() {
     }
 
     // A tag goes alone.
-    let r = c
-        .delete(b.url("/v2/d/img/manifests/one"))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&c, &b, "/v2/d/img/manifests/one").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .get(b.url("/v2/d/img/manifests/one"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/d/img/manifests/one").await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
-    let r = c
-        .get(b.url("/v2/d/img/manifests/two"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/d/img/manifests/two").await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // A manifest takes its tags with it.
-    let r = c
-        .delete(b.url(&format!("/v2/d/img/manifests/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&c, &b, &format!("/v2/d/img/manifests/{digest}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     for reference in ["two", "three", digest.as_str()] {
-        let r = c
-            .get(b.url(&format!("/v2/d/img/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&c, &b, &format!("/v2/d/img/manifests/{reference}")).await;
         expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
     }
-    let r = c.get(b.url("/v2/d/img/tags/list")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/d/img/tags/list").await;
     assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!([]));
-    let r = c
-        .delete(b.url(&format!("/v2/d/img/manifests/{digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&c, &b, &format!("/v2/d/img/manifests/{digest}")).await;
     expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
 
     // A blob.
     let blob = push_blob(&c, &b, "d/img", b"some bytes").await;
-    let r = c
-        .delete(b.url(&format!("/v2/d/img/blobs/{blob}")))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&c, &b, &format!("/v2/d/img/blobs/{blob}")).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c
-        .head(b.url(&format!("/v2/d/img/blobs/{blob}")))
-        .send()
-        .await
-        .unwrap();
+    let r = head(&c, &b, &format!("/v2/d/img/blobs/{blob}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = c
-        .delete(b.url(&format!("/v2/d/img/blobs/{blob}")))
-        .send()
-        .await
-        .unwrap();
+    let r = delete(&c, &b, &format!("/v2/d/img/blobs/{blob}")).await;
     expect_error(r, StatusCode::NOT_FOUND, "BLOB_UNKNOWN").await;
 }
 
@@ -949,11 +837,7 @@ async fn referrers() {
     let r = put_manifest(&c, &b, "ref/img", "v1", OCI_MANIFEST, &subject).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 
-    let r = c
-        .get(b.url(&format!("/v2/ref/img/referrers/{subject_digest}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/ref/img/referrers/{subject_digest}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "content-type"), OCI_INDEX);
     assert!(r.headers().get("oci-filters-applied").is_none());
@@ -972,13 +856,12 @@ async fn referrers() {
         .collect();
     assert_eq!(listed, expected);
 
-    let r = c
-        .get(b.url(&format!(
-            "/v2/ref/img/referrers/{subject_digest}?artifactType=application/vnd.example.sig"
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &c,
+        &b,
+        &format!("/v2/ref/img/referrers/{subject_digest}?artifactType=application/vnd.example.sig"),
+    )
+    .await;
     assert_eq!(header(&r, "oci-filters-applied"), "artifactType");
     let index: Value = r.json().await.unwrap();
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
@@ -988,18 +871,10 @@ async fn referrers() {
     );
 
     // Nothing refers to an unknown digest: an empty index, not an error.
-    let r = c
-        .get(b.url(&format!("/v2/ref/img/referrers/{}", sha256(b"x"))))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, &format!("/v2/ref/img/referrers/{}", sha256(b"x"))).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.json::<Value>().await.unwrap()["manifests"], json!([]));
-    let r = c
-        .get(b.url("/v2/ref/img/referrers/sha256:bad"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/ref/img/referrers/sha256:bad").await;
     expect_error(r, StatusCode::BAD_REQUEST, "DIGEST_INVALID").await;
 }
 
@@ -1010,12 +885,12 @@ async fn catalog_is_sorted_and_paged() {
     for repo in ["zeta", "alpha/one", "alpha", "mid/x/y"] {
         push_blob(&c, &b, repo, repo.as_bytes()).await;
     }
-    let r = c.get(b.url("/v2/_catalog")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/_catalog").await;
     assert_eq!(
         r.json::<Value>().await.unwrap(),
         json!({"repositories": ["alpha", "alpha/one", "mid/x/y", "zeta"]})
     );
-    let r = c.get(b.url("/v2/_catalog?n=2")).send().await.unwrap();
+    let r = get(&c, &b, "/v2/_catalog?n=2").await;
     assert_eq!(
         header(&r, "link"),
         "</v2/_catalog?n=2&last=alpha/one>; rel=\"next\""
@@ -1024,11 +899,7 @@ async fn catalog_is_sorted_and_paged() {
         r.json::<Value>().await.unwrap()["repositories"],
         json!(["alpha", "alpha/one"])
     );
-    let r = c
-        .get(b.url("/v2/_catalog?n=2&last=alpha/one"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&c, &b, "/v2/_catalog?n=2&last=alpha/one").await;
     assert_eq!(
         r.json::<Value>().await.unwrap()["repositories"],
         json!(["mid/x/y", "zeta"])
@@ -1047,9 +918,9 @@ async fn deletes_can_be_turned_off() {
         "/v2/keep/img/manifests/v1".to_owned(),
         format!("/v2/keep/img/blobs/{blob}"),
     ] {
-        let r = c.delete(b.url(&path)).send().await.unwrap();
+        let r = delete(&c, &b, &path).await;
         expect_error(r, StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED").await;
-        let r = c.get(b.url(&path)).send().await.unwrap();
+        let r = get(&c, &b, &path).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
 }
