@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
 use serde_json::json;
 use tokio_util::io::ReaderStream;
 
@@ -348,19 +347,28 @@ fn body_stream(body: Body) -> impl crate::core::BodyStream {
     futures_util::TryStreamExt::map_err(body.into_data_stream(), std::io::Error::other)
 }
 
-/// Reads a small body whole, refusing it past `limit` bytes.
+/// Reads a small body whole, refusing it past `limit` bytes. An oversized
+/// body is still read (and dropped) up to `DRAIN_LIMIT`, so the client,
+/// which is busy sending, gets to read the refusal instead of a broken pipe.
 async fn read_bounded(body: Body, limit: u64) -> Result<bytes::Bytes> {
-    let limited = http_body_util::Limited::new(body, limit as usize);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RegistryError::ManifestTooLarge {
-                size: limit + 1,
-                limit,
-            })
+    use futures_util::StreamExt;
+    const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut content = bytes::BytesMut::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::BodyRead(e.to_string()))?;
+        size += chunk.len() as u64;
+        if size <= limit {
+            content.extend_from_slice(&chunk);
+        } else if size > DRAIN_LIMIT {
+            break;
         }
-        Err(e) => Err(RegistryError::BodyRead(e.to_string())),
     }
+    if size > limit {
+        return Err(RegistryError::ManifestTooLarge { size, limit });
+    }
+    Ok(content.freeze())
 }
 
 // ---- response pieces ---------------------------------------------------

@@ -23,7 +23,7 @@ pub enum RegistryError {
     ManifestInvalid(String),
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
-    #[error("manifest is {size} bytes, more than the limit of {limit}")]
+    #[error("manifest exceeds the limit of {limit} bytes ({size} bytes received)")]
     ManifestTooLarge { size: u64, limit: u64 },
     #[error("{0}")]
     NameInvalid(String),
