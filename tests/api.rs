@@ -752,6 +752,16 @@ async fn cross_repository_mount() {
     let r = get(&c, &b, &format!("/v2/dst/repo/blobs/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap(), bytes);
 
+    // With no `from`, a blob berth already holds is mounted all the same.
+    let r = c
+        .post(b.url(&format!("/v2/third/repo/blobs/uploads/?mount={digest}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = get(&c, &b, format!("/v2/third/repo/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap(), bytes);
+
     // Not in `from`: an upload session starts instead.
     let unknown = sha256(b"unknown blob");
     let r = c

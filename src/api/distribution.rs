@@ -451,3 +451,55 @@ fn set_link(response: &mut Response, url: &str) {
 fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(range: Option<&str>, length: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(r) = range {
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(r).unwrap());
+        }
+        if let Some(l) = length {
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(l).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn content_range_headers() {
+        assert_eq!(
+            chunk_headers(&headers(None, Some("5"))).unwrap(),
+            (None, Some(5))
+        );
+        assert_eq!(
+            chunk_headers(&headers(Some("0-9"), Some("10"))).unwrap(),
+            (Some(0), Some(10))
+        );
+        assert_eq!(
+            chunk_headers(&headers(Some("10-19"), None)).unwrap(),
+            (Some(10), Some(10))
+        );
+        assert!(matches!(
+            chunk_headers(&headers(Some("0-9"), Some("3"))),
+            Err(RegistryError::SizeInvalid(_))
+        ));
+        for bad in ["9-0", "a-b", "10", "-5", "0-", ""] {
+            assert!(
+                matches!(
+                    chunk_headers(&headers(Some(bad), None)),
+                    Err(RegistryError::BlobUploadInvalid(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_parser_never_panics(range in "[ -~]{0,40}", length in "[0-9]{0,25}") {
+            let _ = chunk_headers(&headers(Some(&range), Some(&length)));
+        }
+    }
+}
