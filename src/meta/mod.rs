@@ -382,36 +382,47 @@ impl MetaStore {
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
-    /// Removes a tag; false if `repo` had no such tag.
-    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM tags WHERE repository = ? AND name = ?")
+    /// Runs a `DELETE` keyed by repository and one more column; true if it
+    /// removed a row.
+    async fn delete_one(&self, sql: &'static str, repo: &RepoName, key: &str) -> Result<bool> {
+        let done = sqlx::query(sql)
             .bind(repo.as_str())
-            .bind(tag.as_str())
+            .bind(key)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes a tag; false if `repo` had no such tag.
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        self.delete_one(
+            "DELETE FROM tags WHERE repository = ? AND name = ?",
+            repo,
+            tag.as_str(),
+        )
+        .await
     }
 
     /// Removes a manifest and every tag on it; false if `repo` had no such
     /// manifest.
     pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM manifests WHERE repository = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.delete_one(
+            "DELETE FROM manifests WHERE repository = ? AND digest = ?",
+            repo,
+            digest.as_str(),
+        )
+        .await
     }
 
     /// Unlinks a blob from a repository; false if it was not linked. The
     /// bytes stay until garbage collection finds nothing links them.
     pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM repository_blobs WHERE repository = ? AND digest = ?")
-            .bind(repo.as_str())
-            .bind(digest.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        self.delete_one(
+            "DELETE FROM repository_blobs WHERE repository = ? AND digest = ?",
+            repo,
+            digest.as_str(),
+        )
+        .await
     }
 
     /// The manifests of `repo` whose subject is `subject`, optionally only
