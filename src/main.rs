@@ -1,11 +1,14 @@
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use berth::App;
+use berth::auth::manage::AccountAdmin;
 use berth::config::Config;
+use berth::meta::MetaStore;
 
 #[derive(Parser)]
 #[command(
@@ -14,24 +17,92 @@ use berth::config::Config;
     about = "A self-hosted OCI container registry"
 )]
 struct Cli {
+    #[command(flatten)]
+    place: Place,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where the configuration and the data are; every command takes these.
+#[derive(Args)]
+struct Place {
+    /// Config file [default: ./config.toml if present].
+    #[arg(long, env = "BERTH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Directory for blobs and metadata.
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve the registry.
     Serve {
-        /// Config file [default: ./config.toml if present].
-        #[arg(long, env = "BERTH_CONFIG")]
-        config: Option<PathBuf>,
         /// Address to listen on, e.g. 0.0.0.0:8888.
         #[arg(long, env = "BERTH_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Directory for blobs and metadata.
-        #[arg(long, env = "BERTH_DATA_DIR")]
-        data_dir: Option<PathBuf>,
     },
+    /// Manage users (people, with passwords).
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage robot accounts (CI, kubelet pull secrets), with generated secrets.
+    #[command(subcommand)]
+    Robot(RobotCommand),
+    /// Let an account (or `anonymous`) do ACTIONS on a NAMESPACE.
+    Grant {
+        /// Account name, or `anonymous` for callers without credentials.
+        subject: String,
+        /// A repository name prefix such as `team` (covers `team/...`), or `*` for all.
+        namespace: String,
+        /// Comma-separated: pull, push, delete, admin, or `*` for all.
+        actions: String,
+    },
+    /// Take back what an account may do on a namespace.
+    Revoke { subject: String, namespace: String },
+    /// List an account's grants.
+    Grants { subject: String },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. Without --password-stdin a password is generated and printed.
+    Add {
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Let the user do everything, everywhere.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set a user's password (generated and printed without --password-stdin).
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user and their grants.
+    Del { name: String },
+    /// List accounts.
+    List,
+    /// Import the bcrypt entries of an htpasswd file (as registry:2 uses).
+    ImportHtpasswd { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum RobotCommand {
+    /// Add a robot account and print its secret (shown only this once).
+    Add {
+        name: String,
+        /// Also print a kubernetes.io/dockerconfigjson secret for this
+        /// registry host (e.g. registry.example.com:8888).
+        #[arg(long, value_name = "HOST")]
+        pull_secret: Option<String>,
+    },
+    /// Replace a robot's secret and print the new one.
+    Rotate { name: String },
+    /// Delete a robot account and its grants.
+    Del { name: String },
 }
 
 #[tokio::main]
@@ -43,41 +114,107 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Serve {
-            config,
-            listen,
-            data_dir,
-        } => {
-            let mut cfg = match config {
-                Some(path) => Config::load(&path, true)?,
-                None => Config::load("config.toml".as_ref(), false)?,
-            };
+    let cli = Cli::parse();
+    let mut config = match &cli.place.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load("config.toml".as_ref(), false)?,
+    };
+    if let Some(dir) = cli.place.data_dir {
+        config.data_dir = dir;
+    }
+    match cli.command {
+        Command::Serve { listen } => {
             if let Some(listen) = listen {
-                cfg.listen = listen;
+                config.listen = listen;
             }
-            if let Some(dir) = data_dir {
-                cfg.data_dir = dir;
-            }
-            serve(cfg).await
+            serve(config).await
         }
+        command => manage(&config, command).await,
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(&config).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = std::net::TcpListener::bind(config.listen)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.enabled() {
+        "https"
+    } else {
+        "http"
+    };
     // Tests and scripts read this line to learn the port.
     println!(
-        "berth listening on http://{addr} (data in {})",
+        "berth listening on {scheme}://{addr} (data in {})",
         config.data_dir.display()
     );
     std::io::stdout().flush()?;
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown_signal())
+    if let Some(password) = &app.initial_admin_password {
+        eprintln!(
+            "\n*************************************************************\n\
+             berth created the account \"admin\" with the password\n\n    {password}\n\n\
+             It is also in {}.\n\
+             Log in with: docker login -u admin {addr}\n\
+             *************************************************************\n",
+            config.data_dir.join("initial-admin-password").display()
+        );
+    }
+    let service = app
+        .router
+        .into_make_service_with_connect_info::<SocketAddr>();
+    if !config.tls.enabled() {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        return Ok(());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading tls.cert and tls.key: {e}"))?;
+    tokio::spawn(reload_certificate(tls.clone(), config.tls.clone()));
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    axum_server::from_tcp_rustls(listener, tls)?
+        .handle(handle)
+        .serve(service)
         .await?;
     Ok(())
+}
+
+/// Watches the certificate and key files and loads them again when either
+/// changes, so a renewed certificate needs no restart.
+async fn reload_certificate(
+    tls: axum_server::tls_rustls::RustlsConfig,
+    files: berth::config::TlsConfig,
+) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stamps = |f: &berth::config::TlsConfig| -> (Option<SystemTime>, Option<SystemTime>) {
+        (stamp(&f.cert), stamp(&f.key))
+    };
+    let mut seen = stamps(&files);
+    let mut tick = tokio::time::interval(Duration::from_secs(files.reload_interval_seconds.max(1)));
+    loop {
+        tick.tick().await;
+        let now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        match tls.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                tracing::info!("loaded the renewed TLS certificate");
+                seen = now;
+            }
+            // Perhaps half-written: keep serving the old one and try again.
+            Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -88,4 +225,114 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term.recv() => {}
     }
+}
+
+/// The account commands work on the metadata store directly, so they run
+/// before the first start and while berth serves.
+async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
+    let admin = AccountAdmin::new(meta);
+    match command {
+        Command::Serve { .. } => unreachable!("handled by main"),
+        Command::User(UserCommand::Add {
+            name,
+            password_stdin,
+            admin: is_admin,
+        }) => {
+            let given = password_stdin.then(read_password).transpose()?;
+            let generated = given.is_none();
+            let password = admin.add_user(&name, given, is_admin).await?;
+            println!("added user {name}");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        Command::User(UserCommand::Passwd {
+            name,
+            password_stdin,
+        }) => {
+            let given = password_stdin.then(read_password).transpose()?;
+            let generated = given.is_none();
+            let password = admin.set_secret(&name, given).await?;
+            println!("changed the password of {name}");
+            if generated {
+                println!("password: {password}");
+            }
+        }
+        Command::User(UserCommand::Del { name }) | Command::Robot(RobotCommand::Del { name }) => {
+            admin.delete(&name).await?;
+            println!("deleted {name}");
+        }
+        Command::User(UserCommand::List) => {
+            for account in admin.list().await? {
+                let state = if account.disabled { " (disabled)" } else { "" };
+                println!("{}\t{}{state}", account.name, account.kind.as_str());
+            }
+        }
+        Command::User(UserCommand::ImportHtpasswd { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let added = admin.import_htpasswd(&text).await?;
+            println!("imported {} users: {}", added.len(), added.join(", "));
+        }
+        Command::Robot(RobotCommand::Add { name, pull_secret }) => {
+            let secret = admin.add_robot(&name).await?;
+            println!("added robot {name}");
+            println!("secret: {secret}");
+            if let Some(host) = pull_secret {
+                println!("{}", docker_config_json(&host, &name, &secret));
+            }
+        }
+        Command::Robot(RobotCommand::Rotate { name }) => {
+            let secret = admin.set_secret(&name, None).await?;
+            println!("secret: {secret}");
+        }
+        Command::Grant {
+            subject,
+            namespace,
+            actions,
+        } => {
+            let grant = admin.grant(&subject, &namespace, &actions).await?;
+            println!(
+                "{subject} may {} on {}",
+                grant.actions,
+                namespace_label(grant.namespace.as_str())
+            );
+        }
+        Command::Revoke { subject, namespace } => {
+            admin.revoke(&subject, &namespace).await?;
+            println!("revoked {subject}'s grant on {namespace}");
+        }
+        Command::Grants { subject } => {
+            for grant in admin.grants(&subject).await? {
+                println!(
+                    "{}\t{}",
+                    namespace_label(grant.namespace.as_str()),
+                    grant.actions
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn namespace_label(namespace: &str) -> &str {
+    if namespace.is_empty() { "*" } else { namespace }
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The `.dockerconfigjson` of a kubernetes.io/dockerconfigjson Secret.
+fn docker_config_json(host: &str, user: &str, secret: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+    serde_json::json!({
+        "auths": { host: { "username": user, "password": secret, "auth": auth } }
+    })
+    .to_string()
 }

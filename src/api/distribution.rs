@@ -11,7 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio_util::io::ReaderStream;
 
+use crate::api::auth as api_auth;
 use crate::api::endpoint::Endpoint;
+use crate::auth::scope::{Actions, ResourceScope};
+use crate::auth::{Auth, Caller};
 use crate::core::names::{Digest, RepoName, Tag};
 use crate::core::{RangeRequest, Registry, RegistryError, Result};
 
@@ -20,15 +23,33 @@ const MAX_PAGE: u32 = 10_000;
 /// Read buffer for streaming blobs out.
 const READ_CHUNK: usize = 256 * 1024;
 
-pub async fn dispatch(State(registry): State<Arc<Registry>>, request: Request) -> Response {
-    match route(&registry, request).await {
+pub async fn dispatch(
+    State(registry): State<Arc<Registry>>,
+    State(auth): State<Arc<Auth>>,
+    request: Request,
+) -> Response {
+    let endpoint = match Endpoint::parse(request.uri().path()) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return e.into_response(),
+    };
+    let need = api_auth::needs(&endpoint, request.method());
+    let peer = api_auth::peer(&request);
+    let caller = match api_auth::admit(&auth, request.headers(), peer, need.as_ref()).await {
+        Ok(caller) => caller,
+        Err(e) => return api_auth::refusal(&auth, request.headers(), need.as_ref(), e),
+    };
+    match route(&registry, &caller, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn route(registry: &Registry, request: Request) -> Result<Response> {
-    let endpoint = Endpoint::parse(request.uri().path())?;
+async fn route(
+    registry: &Registry,
+    caller: &Caller,
+    endpoint: Endpoint,
+    request: Request,
+) -> Result<Response> {
     let method = request.method().clone();
     let query = Query::parse(request.uri().query());
     let (parts, body) = request.into_parts();
@@ -113,7 +134,7 @@ async fn route(registry: &Registry, request: Request) -> Result<Response> {
             })
         }
         (E::Uploads(repo), Method::POST) => {
-            start_upload(registry, &repo, &query, &headers, body).await
+            start_upload(registry, caller, &repo, &query, &headers, body).await
         }
         (E::Upload(repo, id), Method::GET) => {
             let size = registry.upload_size(&repo, &id).await?;
@@ -159,6 +180,7 @@ async fn route(registry: &Registry, request: Request) -> Result<Response> {
 /// upload session.
 async fn start_upload(
     registry: &Registry,
+    caller: &Caller,
     repo: &RepoName,
     query: &Query,
     headers: &HeaderMap,
@@ -170,7 +192,13 @@ async fn start_upload(
             .get("from")
             .map(|f| f.parse::<RepoName>())
             .transpose()?;
-        if registry.mount_blob(repo, &digest, from.as_ref()).await? {
+        // A mount reads the blob from another repository: only from one
+        // the caller may pull. Otherwise the client simply uploads.
+        let may_read = match &from {
+            Some(from) => caller.may(&ResourceScope::repository(from.clone(), Actions::PULL)),
+            None => caller.may_pull_everything(),
+        };
+        if may_read && registry.mount_blob(repo, &digest, from.as_ref()).await? {
             return Ok(blob_created(repo, &digest));
         }
     } else if query.get("digest").is_some() {

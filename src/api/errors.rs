@@ -32,6 +32,9 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+        Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
+        Denied(_) => ("DENIED", StatusCode::FORBIDDEN),
+        TooManyRequests { .. } => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),
         BodyRead(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
         Internal(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
     }
@@ -64,6 +67,11 @@ impl IntoResponse for RegistryError {
                 if let Ok(v) = HeaderValue::from_str(&super::distribution::range_header(offset)) {
                     response.headers_mut().insert(header::RANGE, v);
                 }
+            }
+            RegistryError::TooManyRequests { retry_after } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             RegistryError::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -1,6 +1,7 @@
 //! HTTP: the router and the layers every request passes. Each surface has
 //! its own file; `errors` maps core errors to responses.
 
+pub mod auth;
 pub mod distribution;
 pub mod endpoint;
 pub mod errors;
@@ -15,14 +16,23 @@ use axum::routing::any;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Auth;
 use crate::core::{Registry, RegistryError};
+
+/// What handlers share; each takes only the part it needs.
+#[derive(Clone, axum::extract::FromRef)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub auth: Arc<Auth>,
+}
 
 /// Every answer says which API it speaks, errors included: clients use it
 /// to recognise a registry.
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/auth/token", any(auth::token))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*path}", any(distribution::dispatch))
@@ -35,5 +45,5 @@ pub fn router(registry: Arc<Registry>) -> Router {
         ))
         .layer(axum::middleware::from_fn(unread_body::close_if_unread))
         .layer(TraceLayer::new_for_http())
-        .with_state(registry)
+        .with_state(state)
 }

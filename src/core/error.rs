@@ -41,6 +41,18 @@ pub enum RegistryError {
     /// The client's request body failed while streaming (disconnect, reset).
     #[error("request body: {0}")]
     BodyRead(String),
+    /// No credentials, or wrong ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A valid token that lacks the scope, which its account could get.
+    #[error("{0}")]
+    InsufficientScope(String),
+    /// An authenticated caller that may not do this.
+    #[error("{0}")]
+    Denied(String),
+    /// Too many wrong passwords: try again after `retry_after` seconds.
+    #[error("too many failed logins; retry after {retry_after} seconds")]
+    TooManyRequests { retry_after: u64 },
     /// A path under /v2/ that names no endpoint.
     #[error("no such endpoint")]
     RouteUnknown,

@@ -3,6 +3,8 @@
 //! SQLite file. Every write commits with `synchronous=FULL`: once a method
 //! returns, the row survives a power cut.
 
+mod accounts;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,7 +55,7 @@ pub struct NewManifest<'a> {
     pub references: &'a [Digest],
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()

@@ -11,28 +11,45 @@ pub struct Berth {
     child: Child,
     /// `127.0.0.1:PORT`, as clients name the registry.
     pub host: String,
+    /// `http`, or `https` when serving TLS.
+    pub scheme: String,
     data: tempfile::TempDir,
 }
 
 impl Berth {
-    /// Starts berth on a free port with an empty data directory.
+    /// Starts berth on a free port with an empty data directory, open to
+    /// anonymous callers on loopback (as the tests are).
     pub fn start() -> Berth {
         Berth::start_with_config("")
     }
 
-    /// Starts berth with `config` as its config file (TOML).
+    /// Starts berth with `config` as its config file (TOML), plus anonymous
+    /// access from loopback unless `config` has an `[auth]` table.
     pub fn start_with_config(config: &str) -> Berth {
+        if config.contains("[auth]") {
+            return Berth::start_secure(config);
+        }
+        Berth::start_secure(&format!("{config}\n[auth]\nanonymous_loopback = true\n"))
+    }
+
+    /// Starts berth with exactly `config`: credentials needed, as by default.
+    pub fn start_secure(config: &str) -> Berth {
         let data = tempfile::tempdir().expect("temp dir");
         std::fs::write(data.path().join("config.toml"), config).expect("write config");
-        let (child, host) = spawn(data.path(), "127.0.0.1:0");
-        Berth { child, host, data }
+        let (child, scheme, host) = spawn(data.path(), "127.0.0.1:0");
+        Berth {
+            child,
+            host,
+            scheme,
+            data,
+        }
     }
 
     /// Stops berth (SIGTERM, as a service manager would) and starts it again
     /// on the same port and data directory.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, host) = spawn(self.data.path(), &self.host);
+        let (child, _, host) = spawn(self.data.path(), &self.host);
         self.child = child;
         self.host = host;
     }
@@ -43,9 +60,9 @@ impl Berth {
         let _ = self.child.wait();
     }
 
-    /// `http://127.0.0.1:PORT` followed by `path`.
+    /// `http://127.0.0.1:PORT` (or https) followed by `path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.host, path)
+        format!("{}://{}{}", self.scheme, self.host, path)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -54,6 +71,50 @@ impl Berth {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The password berth generated for `admin` on its first start.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("initial-admin-password"))
+            .expect("initial-admin-password")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs a `berth` management command (user, robot, grant, ...) on this
+    /// instance's data directory; returns its standard output.
+    pub fn manage(&self, args: &[&str]) -> String {
+        self.manage_with_input(args, "")
+    }
+
+    /// Like [`Berth::manage`], with `input` on standard input (for
+    /// `--password-stdin`).
+    pub fn manage_with_input(&self, args: &[&str], input: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data.path())
+            .arg("--config")
+            .arg(self.data.path().join("config.toml"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run berth");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("run berth");
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
     }
 }
 
@@ -64,7 +125,7 @@ impl Drop for Berth {
     }
 }
 
-fn spawn(data: &Path, listen: &str) -> (Child, String) {
+fn spawn(data: &Path, listen: &str) -> (Child, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", listen, "--data-dir"])
         .arg(data)
@@ -81,13 +142,11 @@ fn spawn(data: &Path, listen: &str) -> (Child, String) {
     BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read berth's first line");
-    let host = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("berth did not say where it listens: {line:?}"))
-        .to_owned();
-    (child, host)
+    let (scheme, host) = line
+        .split_whitespace()
+        .find_map(|word| word.split_once("://"))
+        .unwrap_or_else(|| panic!("berth did not say where it listens: {line:?}"));
+    (child, scheme.to_owned(), host.to_owned())
 }
 
 /// The repository's root, for scripts and fixtures.

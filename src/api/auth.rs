@@ -1,0 +1,237 @@
+//! The HTTP side of authentication: what each `/v2/` endpoint needs, the
+//! `WWW-Authenticate` challenge that tells a client where to get a token,
+//! and the token service at `/auth/token` (GET as in the Docker token spec,
+//! POST as in its OAuth2 form, which containerd tries first).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api::endpoint::Endpoint;
+use crate::auth::scope::{Actions, ResourceScope};
+use crate::auth::{Auth, Caller, Credentials};
+use crate::core::{RegistryError, Result};
+
+/// Largest token request body read (an OAuth2 form).
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// What a request on `endpoint` needs. `None`: only that the caller is
+/// authenticated (the `/v2/` version check).
+pub fn needs(endpoint: &Endpoint, method: &Method) -> Option<ResourceScope> {
+    use Endpoint as E;
+    let on = |repo: &crate::core::names::RepoName, actions| {
+        Some(ResourceScope::repository(repo.clone(), actions))
+    };
+    match endpoint {
+        E::Base => None,
+        E::Catalog => Some(ResourceScope::catalog()),
+        E::Tags(repo) | E::Referrers(repo, _) => on(repo, Actions::PULL),
+        E::Manifest(repo, _) | E::Blob(repo, _) => match *method {
+            Method::PUT | Method::POST | Method::PATCH => on(repo, Actions::PUSH),
+            Method::DELETE => on(repo, Actions::DELETE),
+            _ => on(repo, Actions::PULL),
+        },
+        E::Uploads(repo) | E::Upload(repo, _) => on(repo, Actions::PUSH),
+    }
+}
+
+/// The client's address, when the server recorded it.
+pub fn peer(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Authenticates the request and checks it may do what `need` says.
+pub async fn admit(
+    auth: &Auth,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    need: Option<&ResourceScope>,
+) -> Result<Caller> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| RegistryError::Unauthorized("malformed Authorization header".into()))
+        })
+        .transpose()?;
+    let caller = auth.caller(Credentials::parse(header)?, peer).await?;
+    match need {
+        Some(need) => auth.authorize(&caller, std::slice::from_ref(need)).await?,
+        None if !caller.authenticated => {
+            return Err(RegistryError::Unauthorized(
+                "authentication required".into(),
+            ));
+        }
+        None => {}
+    }
+    Ok(caller)
+}
+
+/// The answer to a refused request. A 401 carries the `WWW-Authenticate`
+/// challenge, naming the scope the request needed so the client can ask
+/// the token service for it.
+pub fn refusal(
+    auth: &Auth,
+    headers: &HeaderMap,
+    need: Option<&ResourceScope>,
+    error: RegistryError,
+) -> Response {
+    let error_param = match error {
+        RegistryError::Unauthorized(_) if has_bearer(headers) => ",error=\"invalid_token\"",
+        RegistryError::InsufficientScope(_) => ",error=\"insufficient_scope\"",
+        RegistryError::Unauthorized(_) => "",
+        _ => return error.into_response(),
+    };
+    let mut response = error.into_response();
+    let scope = need
+        .map(|n| {
+            // Clients that push also read (HEAD before upload), so a push
+            // challenge asks for both, as Distribution's does.
+            let mut n = n.clone();
+            if n.actions.contains(Actions::PUSH) {
+                n.actions = n.actions.union(Actions::PULL);
+            }
+            format!(",scope=\"{n}\"")
+        })
+        .unwrap_or_default();
+    let value = format!(
+        "Bearer realm=\"{}\",service=\"{}\"{scope}{error_param}",
+        realm(auth, headers),
+        auth.settings.service
+    );
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case("bearer "))
+}
+
+/// The token service's URL: configured, or this server as the client
+/// reached it.
+fn realm(auth: &Auth, headers: &HeaderMap) -> String {
+    if !auth.settings.realm.is_empty() {
+        return auth.settings.realm.clone();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        .unwrap_or("localhost");
+    format!("{}://{host}/auth/token", auth.settings.scheme)
+}
+
+/// `GET|POST /auth/token`.
+pub async fn token(State(auth): State<Arc<Auth>>, request: Request) -> Response {
+    match issue(&auth, request).await {
+        Ok(response) => response,
+        Err(e) => {
+            let basic = matches!(e, RegistryError::Unauthorized(_));
+            let mut response = e.into_response();
+            if basic {
+                let v = format!("Basic realm=\"{}\"", auth.settings.service);
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            response
+        }
+    }
+}
+
+async fn issue(auth: &Auth, request: Request) -> Result<Response> {
+    let peer = peer(&request);
+    let (parts, body) = request.into_parts();
+    let (params, credentials, oauth) = match parts.method {
+        Method::GET => {
+            let params = pairs(parts.uri.query().unwrap_or("").as_bytes());
+            let header = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or(""));
+            let credentials = match Credentials::parse(header)? {
+                Credentials::Bearer(_) => {
+                    return Err(RegistryError::Unauthorized(
+                        "the token service takes a user name and password".into(),
+                    ));
+                }
+                other => other,
+            };
+            (params, credentials, false)
+        }
+        Method::POST => {
+            let form = axum::body::to_bytes(body, MAX_FORM_BYTES)
+                .await
+                .map_err(|e| RegistryError::Unsupported(format!("reading the form: {e}")))?;
+            let params = pairs(&form);
+            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            match get("grant_type").as_deref() {
+                Some("password") => {
+                    let credentials = Credentials::Basic {
+                        user: get("username").unwrap_or_default(),
+                        password: get("password").unwrap_or_default(),
+                    };
+                    (params, credentials, true)
+                }
+                other => {
+                    return Err(RegistryError::Unsupported(format!(
+                        "unsupported grant_type {:?}; use password, or GET with Basic auth",
+                        other.unwrap_or("")
+                    )));
+                }
+            }
+        }
+        _ => return Err(RegistryError::MethodNotAllowed),
+    };
+    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+        if service != &auth.settings.service {
+            return Err(RegistryError::Unsupported(format!(
+                "this token service serves {:?}, not {service:?}",
+                auth.settings.service
+            )));
+        }
+    }
+    let mut wanted = Vec::new();
+    for (_, scope) in params.iter().filter(|(k, _)| k == "scope") {
+        wanted.extend(ResourceScope::parse_list(scope).map_err(RegistryError::Unsupported)?);
+    }
+    let caller = auth.caller(credentials, peer).await?;
+    let issued = auth.issue_token(&caller, &wanted).await;
+    let issued_at = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(issued.issued_at),
+    )
+    .to_string();
+    let mut body = json!({
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued_at,
+    });
+    if oauth {
+        let scopes: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        body["scope"] = json!(scopes.join(" "));
+    }
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    form_urlencoded::parse(bytes)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}

@@ -1,0 +1,391 @@
+//! Who is calling and what they may do. [`Auth`] turns credentials (none,
+//! Basic, or a Bearer token) into a [`Caller`], decides whether a caller may
+//! do what a request needs, and issues tokens for the token service. It
+//! knows nothing of HTTP: the API layer reads headers and writes challenges.
+
+pub mod accounts;
+pub mod manage;
+pub mod scope;
+pub mod throttle;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+use crate::auth::accounts::{ANONYMOUS, AccountKind, Grant, Namespace, Permissions};
+use crate::auth::scope::{Actions, Resource, ResourceScope};
+use crate::auth::throttle::LoginThrottle;
+use crate::auth::token::{ExternalIssuer, IssuedToken, TokenIssuer, TokenVerifier, VerifiedToken};
+use crate::config::Config;
+use crate::core::{RegistryError, Result};
+use crate::meta::MetaStore;
+
+/// How long a checked password, or anonymous grants, are trusted before the
+/// store is asked again. Bounds how long a revoked grant keeps working.
+const CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(10);
+const CREDENTIAL_CACHE_CAPACITY: usize = 10_000;
+
+/// Credentials as a request presents them.
+pub enum Credentials<'a> {
+    None,
+    Basic { user: String, password: String },
+    Bearer(&'a str),
+}
+
+impl<'a> Credentials<'a> {
+    /// Reads an `Authorization` header value. A header berth cannot read is
+    /// an error, never silently anonymous.
+    pub fn parse(header: Option<&'a str>) -> Result<Credentials<'a>> {
+        let Some(value) = header else {
+            return Ok(Credentials::None);
+        };
+        let bad = || RegistryError::Unauthorized("malformed Authorization header".into());
+        let (scheme, rest) = value.trim().split_once(' ').ok_or_else(bad)?;
+        let rest = rest.trim();
+        if scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(Credentials::Bearer(rest));
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            use base64::Engine;
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .map_err(|_| bad())?;
+            let text = String::from_utf8(decoded).map_err(|_| bad())?;
+            let (user, password) = text.split_once(':').ok_or_else(bad)?;
+            return Ok(Credentials::Basic {
+                user: user.to_owned(),
+                password: password.to_owned(),
+            });
+        }
+        Err(RegistryError::Unauthorized(format!(
+            "unsupported authorization scheme {scheme:?}"
+        )))
+    }
+}
+
+/// What a caller may do, and where that knowledge comes from.
+#[derive(Clone, Debug)]
+enum Access {
+    /// An account's (or anonymous) grants, read from the store.
+    Grants(Arc<Permissions>),
+    /// The `access` claim of a verified token.
+    Token(Arc<VerifiedToken>),
+}
+
+/// An authenticated (or anonymous) caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The account, if the caller proved one.
+    pub account: Option<String>,
+    /// Whether the caller proved anything, or was let in as anonymous
+    /// loopback. Plain anonymous callers may not even open `/v2/`.
+    pub authenticated: bool,
+    access: Access,
+}
+
+impl Caller {
+    pub fn allowed(&self, resource: &Resource) -> Actions {
+        match &self.access {
+            Access::Grants(perms) => perms.allowed(resource),
+            Access::Token(token) => token
+                .access
+                .iter()
+                .filter(|s| &s.resource == resource)
+                .map(|s| s.actions)
+                .fold(Actions::NONE, Actions::union),
+        }
+    }
+
+    pub fn may(&self, need: &ResourceScope) -> bool {
+        self.allowed(&need.resource).contains(need.actions)
+    }
+
+    /// Whether the caller may pull from every repository, as a mount that
+    /// names no source repository needs: the same right as listing them all.
+    pub fn may_pull_everything(&self) -> bool {
+        self.allowed(&Resource::Catalog).contains(Actions::PULL)
+    }
+}
+
+/// Settings read once from the config.
+pub struct AuthSettings {
+    pub anonymous_loopback: bool,
+    pub service: String,
+    pub realm: String,
+    /// `https` when serving TLS, for the default realm.
+    pub scheme: &'static str,
+}
+
+/// The cached result of checking one Basic credential.
+struct CheckedCredential {
+    caller: Caller,
+    at: Instant,
+}
+
+pub struct Auth {
+    meta: MetaStore,
+    issuer: TokenIssuer,
+    verifier: TokenVerifier,
+    throttle: LoginThrottle,
+    pub settings: AuthSettings,
+    /// Keyed by SHA-256 of `user:password`, so no secret stays in memory.
+    checked: Mutex<HashMap<[u8; 32], CheckedCredential>>,
+    anonymous: Mutex<Option<(Arc<Permissions>, Instant)>>,
+    /// Checked when the account does not exist, so that a wrong name costs
+    /// as long as a wrong password.
+    decoy_hash: String,
+}
+
+impl Auth {
+    pub fn new(config: &Config, meta: MetaStore) -> anyhow::Result<Auth> {
+        let a = &config.auth;
+        let key_path = if a.signing_key.as_os_str().is_empty() {
+            config.data_dir.join("keys").join("token-signing-key.pem")
+        } else {
+            a.signing_key.clone()
+        };
+        let (issuer, public_pem) =
+            TokenIssuer::load_or_create(&key_path, &a.issuer, &a.service, a.token_ttl_seconds)?;
+        let external: Vec<ExternalIssuer<'_>> = a
+            .trusted_issuers
+            .iter()
+            .map(|t| ExternalIssuer {
+                issuer: &t.issuer,
+                audience: if t.audience.is_empty() {
+                    &a.service
+                } else {
+                    &t.audience
+                },
+                public_key: Some(t.public_key.as_path()).filter(|p| !p.as_os_str().is_empty()),
+                jwks: Some(t.jwks.as_path()).filter(|p| !p.as_os_str().is_empty()),
+            })
+            .collect();
+        let verifier = TokenVerifier::new(&public_pem, &a.issuer, &a.service, &external)?;
+        Ok(Auth {
+            meta,
+            issuer,
+            verifier,
+            throttle: LoginThrottle::new(a.max_failed_logins),
+            settings: AuthSettings {
+                anonymous_loopback: a.anonymous_loopback,
+                service: a.service.clone(),
+                realm: a.realm.clone(),
+                scheme: if config.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                },
+            },
+            checked: Mutex::new(HashMap::new()),
+            anonymous: Mutex::new(None),
+            decoy_hash: accounts::hash_secret(&accounts::random_secret()),
+        })
+    }
+
+    /// On a store with no accounts, creates `admin` with a random password,
+    /// able to do everything, and writes the password to
+    /// `<data_dir>/initial-admin-password` (mode 0600). Returns the password
+    /// when it did so.
+    pub async fn create_initial_admin(&self, data_dir: &Path) -> anyhow::Result<Option<String>> {
+        if self.meta.account_count().await? > 0 {
+            return Ok(None);
+        }
+        let password = accounts::random_secret();
+        let file = data_dir.join("initial-admin-password");
+        // The file first: an admin whose password nobody can read is worse
+        // than none. A file left from an earlier attempt is replaced.
+        let _ = std::fs::remove_file(&file);
+        token::write_private_file(&file, format!("{password}\n").as_bytes())?;
+        self.meta
+            .insert_account(
+                "admin",
+                AccountKind::User,
+                &accounts::hash_secret(&password),
+            )
+            .await?;
+        let everything = Grant {
+            namespace: Namespace::parse("").map_err(|e| anyhow::anyhow!(e))?,
+            actions: Actions::ALL,
+        };
+        self.meta.put_grant("admin", &everything).await?;
+        Ok(Some(password))
+    }
+
+    /// Who is calling. Wrong credentials are an error; no credentials are
+    /// an anonymous caller.
+    pub async fn caller(
+        &self,
+        credentials: Credentials<'_>,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller> {
+        match credentials {
+            Credentials::None => {
+                if self.settings.anonymous_loopback && peer.is_some_and(|p| p.is_loopback()) {
+                    return Ok(Caller {
+                        account: None,
+                        authenticated: true,
+                        access: Access::Grants(Arc::new(Permissions::everything_but_admin())),
+                    });
+                }
+                Ok(Caller {
+                    account: None,
+                    authenticated: false,
+                    access: Access::Grants(self.anonymous_permissions().await?),
+                })
+            }
+            Credentials::Basic { user, password } => {
+                self.check_password(&user, &password, peer).await
+            }
+            Credentials::Bearer(token) => {
+                let verified = self
+                    .verifier
+                    .verify(token)
+                    .map_err(|e| RegistryError::Unauthorized(e.to_string()))?;
+                Ok(Caller {
+                    account: verified.subject.clone(),
+                    authenticated: true,
+                    access: Access::Token(verified),
+                })
+            }
+        }
+    }
+
+    async fn anonymous_permissions(&self) -> Result<Arc<Permissions>> {
+        if let Some((perms, at)) = &*self.anonymous.lock().expect("anonymous cache") {
+            if at.elapsed() < CREDENTIAL_CACHE_TTL {
+                return Ok(perms.clone());
+            }
+        }
+        let perms = Arc::new(Permissions(self.meta.grants(ANONYMOUS).await?));
+        *self.anonymous.lock().expect("anonymous cache") = Some((perms.clone(), Instant::now()));
+        Ok(perms)
+    }
+
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller> {
+        let key: [u8; 32] = sha2::Sha256::digest(format!("{user}:{password}")).into();
+        if let Some(hit) = self.checked.lock().expect("credential cache").get(&key) {
+            if hit.at.elapsed() < CREDENTIAL_CACHE_TTL {
+                return Ok(hit.caller.clone());
+            }
+        }
+        let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        if let Err(wait) = self.throttle.check(ip, user) {
+            return Err(RegistryError::TooManyRequests {
+                retry_after: wait.as_secs().max(1),
+            });
+        }
+        let account = self.meta.account(user).await?;
+        let hash = account
+            .as_ref()
+            .map_or(self.decoy_hash.clone(), |a| a.secret_hash.clone());
+        let password_owned = password.to_owned();
+        // Hashing is deliberately slow: keep it off the async workers.
+        let matches =
+            tokio::task::spawn_blocking(move || accounts::verify_secret(&hash, &password_owned))
+                .await
+                .map_err(|e| RegistryError::Internal(format!("password check: {e}")))?;
+        let account = match account {
+            Some(a) if matches && !a.disabled => a,
+            _ => {
+                self.throttle.failed(ip, user);
+                return Err(RegistryError::Unauthorized(
+                    "wrong user name or password".into(),
+                ));
+            }
+        };
+        self.throttle.succeeded(ip, user);
+        let caller = Caller {
+            account: Some(account.name.clone()),
+            authenticated: true,
+            access: Access::Grants(Arc::new(Permissions(
+                self.meta.grants(&account.name).await?,
+            ))),
+        };
+        let mut checked = self.checked.lock().expect("credential cache");
+        if checked.len() >= CREDENTIAL_CACHE_CAPACITY {
+            checked.retain(|_, c| c.at.elapsed() < CREDENTIAL_CACHE_TTL);
+            if checked.len() >= CREDENTIAL_CACHE_CAPACITY {
+                checked.clear();
+            }
+        }
+        checked.insert(
+            key,
+            CheckedCredential {
+                caller: caller.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(caller)
+    }
+
+    /// Whether `caller` may do everything in `needs`. When not, the error
+    /// tells the client what to do: authenticate (401), fetch a token with
+    /// the scope (401 `insufficient_scope`), or give up (403 DENIED).
+    pub async fn authorize(&self, caller: &Caller, needs: &[ResourceScope]) -> Result<()> {
+        let Some(missing) = needs.iter().find(|n| !caller.may(n)) else {
+            return Ok(());
+        };
+        let what = describe(missing);
+        if !caller.authenticated {
+            return Err(RegistryError::Unauthorized(format!(
+                "authentication required to {what}"
+            )));
+        }
+        if let Access::Token(token) = &caller.access {
+            // The token may just be for another scope: if the account could
+            // get one that allows this, tell the client to fetch it.
+            let could = match (&token.subject, token.issued_here) {
+                (Some(account), true) => Permissions(self.meta.grants(account).await?)
+                    .allowed(&missing.resource)
+                    .contains(missing.actions),
+                (None, true) => self
+                    .anonymous_permissions()
+                    .await?
+                    .allowed(&missing.resource)
+                    .contains(missing.actions),
+                (_, false) => true,
+            };
+            if could {
+                return Err(RegistryError::InsufficientScope(format!(
+                    "the token does not allow to {what}"
+                )));
+            }
+        }
+        Err(RegistryError::Denied(format!(
+            "{} may not {what}",
+            caller.account.as_deref().unwrap_or("an anonymous caller")
+        )))
+    }
+
+    /// The token service: a token for the caller granting what it asked
+    /// for and may have. Asking for more than allowed is not an error: the
+    /// token simply grants less.
+    pub async fn issue_token(&self, caller: &Caller, wanted: &[ResourceScope]) -> IssuedToken {
+        let granted: Vec<ResourceScope> = wanted
+            .iter()
+            .map(|w| ResourceScope {
+                resource: w.resource.clone(),
+                actions: caller.allowed(&w.resource).intersect(w.actions),
+            })
+            .filter(|s| !s.actions.is_empty())
+            .collect();
+        self.issuer.issue(caller.account.as_deref(), &granted)
+    }
+}
+
+fn describe(need: &ResourceScope) -> String {
+    match &need.resource {
+        Resource::Repository(repo) => format!("{} {repo}", need.actions),
+        Resource::Catalog => "list repositories".to_owned(),
+    }
+}
