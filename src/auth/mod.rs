@@ -338,7 +338,7 @@ impl Auth {
         let what = describe(missing);
         if !caller.authenticated {
             return Err(RegistryError::Unauthorized(format!(
-                "authentication required to {what}"
+                "authentication required for {what}"
             )));
         }
         if let Access::Token(token) = &caller.access {
@@ -357,12 +357,12 @@ impl Auth {
             };
             if could {
                 return Err(RegistryError::InsufficientScope(format!(
-                    "the token does not allow to {what}"
+                    "the token does not grant {what}"
                 )));
             }
         }
         Err(RegistryError::Denied(format!(
-            "{} may not {what}",
+            "{} is not allowed {what}",
             caller.account.as_deref().unwrap_or("an anonymous caller")
         )))
     }
@@ -385,7 +385,7 @@ impl Auth {
 
 fn describe(need: &ResourceScope) -> String {
     match &need.resource {
-        Resource::Repository(repo) => format!("{} {repo}", need.actions),
-        Resource::Catalog => "list repositories".to_owned(),
+        Resource::Repository(repo) => format!("{} on {repo}", need.actions),
+        Resource::Catalog => "to list all repositories".to_owned(),
     }
 }
