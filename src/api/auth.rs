@@ -195,13 +195,13 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
         }
         _ => return Err(RegistryError::MethodNotAllowed),
     };
-    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-        if service != &auth.settings.service {
-            return Err(RegistryError::Unsupported(format!(
-                "this token service serves {:?}, not {service:?}",
-                auth.settings.service
-            )));
-        }
+    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service")
+        && service != &auth.settings.service
+    {
+        return Err(RegistryError::Unsupported(format!(
+            "this token service serves {:?}, not {service:?}",
+            auth.settings.service
+        )));
     }
     let mut wanted = Vec::new();
     for (_, scope) in params.iter().filter(|(k, _)| k == "scope") {

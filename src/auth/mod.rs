@@ -256,10 +256,10 @@ impl Auth {
     }
 
     async fn anonymous_permissions(&self) -> Result<Arc<Permissions>> {
-        if let Some((perms, at)) = &*self.anonymous.lock().expect("anonymous cache") {
-            if at.elapsed() < CREDENTIAL_CACHE_TTL {
-                return Ok(perms.clone());
-            }
+        if let Some((perms, at)) = &*self.anonymous.lock().expect("anonymous cache")
+            && at.elapsed() < CREDENTIAL_CACHE_TTL
+        {
+            return Ok(perms.clone());
         }
         let perms = Arc::new(Permissions(self.meta.grants(ANONYMOUS).await?));
         *self.anonymous.lock().expect("anonymous cache") = Some((perms.clone(), Instant::now()));
@@ -273,10 +273,10 @@ impl Auth {
         peer: Option<IpAddr>,
     ) -> Result<Caller> {
         let key: [u8; 32] = sha2::Sha256::digest(format!("{user}:{password}")).into();
-        if let Some(hit) = self.checked.lock().expect("credential cache").get(&key) {
-            if hit.at.elapsed() < CREDENTIAL_CACHE_TTL {
-                return Ok(hit.caller.clone());
-            }
+        if let Some(hit) = self.checked.lock().expect("credential cache").get(&key)
+            && hit.at.elapsed() < CREDENTIAL_CACHE_TTL
+        {
+            return Ok(hit.caller.clone());
         }
         let ip = peer.unwrap_or(IpAddr::from([0, 0, 0, 0]));
         if let Err(wait) = self.throttle.check(ip, user) {

@@ -352,10 +352,10 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Arc<VerifiedToken>, TokenError> {
         let now = now_seconds();
-        if let Some(hit) = self.cache.lock().expect("token cache").get(token) {
-            if hit.expires_at + LEEWAY_SECONDS > now {
-                return Ok(hit.clone());
-            }
+        if let Some(hit) = self.cache.lock().expect("token cache").get(token)
+            && hit.expires_at + LEEWAY_SECONDS > now
+        {
+            return Ok(hit.clone());
         }
         let mut last_error = String::from("no trusted key");
         for trusted in &self.keys {

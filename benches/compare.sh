@@ -1,0 +1,433 @@
+#!/usr/bin/env bash
+# Runs every berth-bench workload against CNCF Distribution 2.8.2 (Debian's
+# docker-registry) and against berth on this machine, alternating A/B, and
+# writes a markdown table with the medians, each server's CPU seconds and
+# peak RSS per workload, and the machine's physical limits (SHA-256 on one
+# core, synced disk write, disk read, loopback TCP).
+#
+#   benches/compare.sh            full run (3 repetitions, ~20-25 min on 2 cores),
+#                                 writes benches/RESULTS.md
+#   benches/compare.sh --quick    1 repetition, small counts (~3 min), writes
+#                                 /tmp/berth-compare-quick.md
+#
+# Options: --reps N, --out FILE, --dir DIR (where the data dirs go; default
+# /var/tmp, a real disk), --note TEXT (added to the results), --no-build.
+# Needs root or sudo the first time, to apt-get install docker-registry
+# and iperf3. All traffic stays on 127.0.0.1.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+QUICK=0
+REPS=""
+OUT=""
+BASE_DIR="/var/tmp"
+NOTE=""
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --reps) REPS="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --dir) BASE_DIR="$2"; shift ;;
+        --note) NOTE="$2"; shift ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    REPS="${REPS:-1}"
+    OUT="${OUT:-/tmp/berth-compare-quick.md}"
+else
+    REPS="${REPS:-3}"
+    OUT="${OUT:-$ROOT/benches/RESULTS.md}"
+fi
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- cleanup: both servers, iperf3, the temp dir; also on Ctrl-C ----------
+WORK=""
+DIST_PID=""
+BERTH_PID=""
+IPERF_PID=""
+stop_pid() {
+    local pid="$1"
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+}
+cleanup() {
+    stop_pid "$DIST_PID"
+    stop_pid "$BERTH_PID"
+    stop_pid "$IPERF_PID"
+    DIST_PID="" BERTH_PID="" IPERF_PID=""
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# --- what the run needs --------------------------------------------------
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+APT_UPDATED=0
+need() { # need COMMAND DEBIAN-PACKAGE
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "installing $2"
+    if [ "$APT_UPDATED" = 0 ]; then
+        $SUDO apt-get update -qq >/dev/null
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$2" >/dev/null
+}
+need docker-registry docker-registry
+need iperf3 iperf3
+need openssl openssl
+need curl curl
+need python3 python3
+# Debian's package starts its own instance (port 5000); it plays no part here.
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+if [ "$BUILD" = 1 ]; then
+    log "building berth and berth-bench (release)"
+    (cd "$ROOT" && nice -n 10 cargo build --release -q -p berth -p berth-bench)
+fi
+BERTH_BIN="$TARGET_DIR/release/berth"
+BENCH_BIN="$TARGET_DIR/release/berth-bench"
+[ -x "$BERTH_BIN" ] && [ -x "$BENCH_BIN" ] || { echo "missing $BERTH_BIN or $BENCH_BIN" >&2; exit 1; }
+
+mkdir -p "$BASE_DIR"
+WORK="$(mktemp -d "$BASE_DIR/berth-compare.XXXXXX")"
+RESULTS="$WORK/results.jsonl"
+: > "$RESULTS"
+START_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+START_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+T0=$(date +%s)
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# --- physical limits -----------------------------------------------------
+LIMITS="$WORK/limits.env"
+measure_limits() {
+    log "physical limits: SHA-256, disk, loopback"
+    local sha dd_w dd_r dd_c iperf port
+    sha=$(openssl speed -evp sha256 -bytes 1048576 -seconds 3 2>/dev/null \
+        | awk '/^sha256/ {v=$NF; sub(/k$/,"",v); printf "%.0f", v/1000}')
+    # Synced sequential write, then an uncached (O_DIRECT) and a cached read.
+    dd_w=$(LC_ALL=C dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=1024 conv=fdatasync 2>&1 \
+        | awk '/copied/ {printf "%.0f", $1/$(NF-3)/1e6}')
+    dd_r=$(LC_ALL=C dd if="$WORK/dd.bin" of=/dev/null bs=1M iflag=direct 2>&1 \
+        | awk '/copied/ {printf "%.0f", $1/$(NF-3)/1e6}')
+    LC_ALL=C dd if="$WORK/dd.bin" of=/dev/null bs=1M 2>/dev/null
+    dd_c=$(LC_ALL=C dd if="$WORK/dd.bin" of=/dev/null bs=1M 2>&1 \
+        | awk '/copied/ {printf "%.0f", $1/$(NF-3)/1e6}')
+    rm -f "$WORK/dd.bin"
+    port=$(free_port)
+    iperf3 -s -1 -B 127.0.0.1 -p "$port" >/dev/null 2>&1 &
+    IPERF_PID=$!
+    sleep 0.5
+    iperf=$(timeout 30 iperf3 -c 127.0.0.1 -p "$port" -t 5 -J 2>/dev/null \
+        | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))' \
+        || echo 0)
+    stop_pid "$IPERF_PID"; IPERF_PID=""
+    printf 'SHA256_MBS=%s\nDISK_WRITE_SYNC_MBS=%s\nDISK_READ_DIRECT_MBS=%s\nPAGECACHE_READ_MBS=%s\nLOOPBACK_MBS=%s\n' \
+        "${sha:-0}" "${dd_w:-0}" "${dd_r:-0}" "${dd_c:-0}" "${iperf:-0}" > "$LIMITS"
+    log "$(tr '\n' ' ' < "$LIMITS")"
+}
+
+# --- the two servers -----------------------------------------------------
+DIST_URL="" BERTH_URL=""
+start_dist() {
+    local data="$WORK/dist-data" port
+    rm -rf "$data"; mkdir -p "$data"
+    port=$(free_port)
+    # Debian's defaults, minus auth; access logs off (berth writes none either).
+    cat > "$WORK/dist.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: $data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+  headers:
+    X-Content-Type-Options: [nosniff]
+EOF
+    docker-registry serve "$WORK/dist.yml" >> "$WORK/dist.log" 2>&1 &
+    DIST_PID=$!
+    DIST_URL="http://127.0.0.1:$port"
+    for _ in $(seq 100); do
+        curl -sf -o /dev/null "$DIST_URL/v2/" && return 0
+        kill -0 "$DIST_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "Distribution did not start:" >&2; tail -20 "$WORK/dist.log" >&2; exit 1
+}
+start_berth() {
+    local data="$WORK/berth-data" line
+    rm -rf "$data"; mkdir -p "$data"
+    cat > "$WORK/berth.toml" <<EOF
+delete_enabled = true
+
+[auth]
+anonymous_loopback = true
+EOF
+    : > "$WORK/berth.out"
+    "$BERTH_BIN" serve --listen 127.0.0.1:0 --data-dir "$data" --config "$WORK/berth.toml" \
+        > "$WORK/berth.out" 2>> "$WORK/berth.log" &
+    BERTH_PID=$!
+    for _ in $(seq 100); do
+        line=$(head -n1 "$WORK/berth.out")
+        if [[ "$line" =~ listening\ on\ (http://[0-9.:]+) ]]; then
+            BERTH_URL="${BASH_REMATCH[1]}"
+            curl -sf -o /dev/null "$BERTH_URL/v2/" && return 0
+        fi
+        kill -0 "$BERTH_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "berth did not start (or /v2/ is not open to loopback):" >&2
+    tail -20 "$WORK/berth.log" >&2; exit 1
+}
+fresh_servers() {
+    stop_pid "$DIST_PID"; stop_pid "$BERTH_PID"; DIST_PID="" BERTH_PID=""
+    start_dist
+    start_berth
+}
+
+# run_one REGISTRY ID REP BENCH-ARGS... : one measurement, appended to RESULTS
+run_one() {
+    local reg="$1" id="$2" rep="$3" url pid out
+    shift 3
+    if [ "$reg" = dist ]; then url="$DIST_URL" pid="$DIST_PID"; else url="$BERTH_URL" pid="$BERTH_PID"; fi
+    if out=$(timeout 600 nice -n 10 "$BENCH_BIN" --url "$url" --pid "$pid" --json --label "$reg" "$@" 2>>"$WORK/bench.err"); then
+        printf '{"reg":"%s","id":"%s","rep":%s,"r":%s}\n' "$reg" "$id" "$rep" "$out" >> "$RESULTS"
+        python3 - "$reg" "$id" "$out" <<'EOF' >&2
+import json, sys
+reg, wid, r = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+print(f"    {reg:5} {wid:22} {r['ops_per_s']:10.1f} ops/s {r['mb_per_s']:9.1f} MB/s "
+      f"p99 {r['p99_ms']:8.2f} ms  errors {r['errors']}  cpu {r['server_cpu_s'] or 0:.2f} s  "
+      f"rss {(r['server_peak_rss_kib'] or 0)/1024:.1f} MiB")
+EOF
+    else
+        log "$reg $id failed: $(tail -n1 "$WORK/bench.err")"
+        printf '{"reg":"%s","id":"%s","rep":%s,"failed":true}\n' "$reg" "$id" "$rep" >> "$RESULTS"
+    fi
+}
+
+# run_reps ID BENCH-ARGS... : REPS repetitions, alternating which goes first
+run_reps() {
+    local id="$1" rep
+    shift
+    log "$id"
+    for rep in $(seq "$REPS"); do
+        if [ $((rep % 2)) = 1 ]; then
+            run_one dist "$id" "$rep" "$@"; run_one berth "$id" "$rep" "$@"
+        else
+            run_one berth "$id" "$rep" "$@"; run_one dist "$id" "$rep" "$@"
+        fi
+    done
+}
+
+# --- the workloads -------------------------------------------------------
+if [ "$QUICK" = 1 ]; then
+    D=2; REPOS=100; BIG=1000; MIX_N=60; SMALL_N=1000; MID_N=200; BIG_N=20
+else
+    D=5; REPOS=1000; BIG=10000; MIX_N=400; SMALL_N=3000; MID_N=400; BIG_N=40
+fi
+
+measure_limits
+
+log "lists: $REPOS repositories x 10 tags, one of $BIG tags"
+fresh_servers
+run_one dist populate 1 -c 8 populate --repos "$REPOS" --tags 10 --big-tags "$BIG"
+run_one berth populate 1 -c 8 populate --repos "$REPOS" --tags 10 --big-tags "$BIG"
+run_reps tags-list-c16 -c 16 -d "$D" tags-list --repos "$REPOS"
+run_reps tags-big-c4 -c 4 -d "$D" tags-big
+run_reps catalog-c16 -c 16 -d "$D" catalog
+
+fresh_servers
+for c in 16 64; do
+    run_reps "manifest-get-c$c" -c "$c" -d "$D" manifest-get
+    run_reps "head-blob-c$c" -c "$c" -d "$D" head-blob
+done
+
+# Blobs: a fresh pair of servers per workload keeps the disk use bounded.
+for mode in "" chunked; do
+    flag=""; [ -n "$mode" ] && flag="--chunked"
+    name="push${mode:+-$mode}"
+    fresh_servers; run_reps "$name-1MiB-c4" -c 4 -d "$D" -n "$SMALL_N" push --size 1MiB $flag
+    fresh_servers; run_reps "$name-10MiB-c4" -c 4 -d "$D" -n "$MID_N" push --size 10MiB $flag
+    fresh_servers; run_reps "$name-100MiB-c1" -c 1 -d "$D" -n "$BIG_N" push --size 100MiB $flag
+    fresh_servers; run_reps "$name-1GiB-c1" -c 1 -d "$D" -n 2 push --size 1GiB $flag
+done
+fresh_servers
+run_reps pull-1MiB-c4 -c 4 -d "$D" pull --size 1MiB
+run_reps pull-10MiB-c4 -c 4 -d "$D" pull --size 10MiB
+run_reps pull-100MiB-c1 -c 1 -d "$D" pull --size 100MiB
+run_reps pull-1GiB-c1 -c 1 -d "$D" pull --size 1GiB
+fresh_servers
+run_reps mixed-c8 -c 8 -d $((D * 2)) -n "$MIX_N" mixed --sizes 1MiB,10MiB,100MiB --push-percent 25
+fresh_servers
+run_reps small-images-c8 -c 8 small-images --images 50
+
+END_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
+ELAPSED=$(( $(date +%s) - T0 ))
+
+# --- the report ----------------------------------------------------------
+export RESULTS LIMITS OUT QUICK REPS NOTE START_LOAD END_LOAD START_DATE ELAPSED
+export BERTH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+local changes')"
+export DIST_VERSION="$(docker-registry --version 2>/dev/null | awk '{print $NF}')"
+python3 - <<'PY'
+import json, os, statistics
+
+env = os.environ
+lim = dict(l.strip().split("=", 1) for l in open(env["LIMITS"]) if "=" in l)
+lim = {k: float(v) for k, v in lim.items()}
+runs = [json.loads(l) for l in open(env["RESULTS"]) if l.strip()]
+
+def metric(wid):
+    if wid == "populate": return "units_per_s", "manifest PUT/s"
+    if wid.startswith("tags-big"): return "ops_per_s", "listings/s"
+    if wid.startswith("catalog"): return "req_per_s", "pages/s"
+    if wid.startswith("small-images"): return "ops_per_s", "images/s"
+    if wid.startswith(("push", "pull", "mixed")): return "mb_per_s", "MB/s"
+    return "ops_per_s", "req/s"
+
+ids = []
+for r in runs:
+    if r["id"] not in ids: ids.append(r["id"])
+med = lambda xs: statistics.median(xs) if xs else None
+
+def summary(wid, reg):
+    rs = [r["r"] for r in runs if r["id"] == wid and r["reg"] == reg and "r" in r]
+    failed = sum(1 for r in runs if r["id"] == wid and r["reg"] == reg and r.get("failed"))
+    key, _ = metric(wid)
+    if not rs: return None
+    per_unit = []
+    for r in rs:
+        cpu = r.get("server_cpu_s") or 0.0
+        if key == "mb_per_s" and r["bytes"]: per_unit.append(("s/GB", cpu / (r["bytes"] / 1e9)))
+        elif r["ops"]: per_unit.append(("ms/op", cpu / r["ops"] * 1e3))
+    return {
+        "v": med([r[key] for r in rs]),
+        "p99": med([r["p99_ms"] for r in rs]),
+        "cpu": med([r.get("server_cpu_s") or 0.0 for r in rs]),
+        "cpu_unit": (per_unit[0][0], med([u for _, u in per_unit])) if per_unit else None,
+        "rss": max((r.get("server_peak_rss_kib") or 0) for r in rs) / 1024,
+        "errors": sum(r["errors"] for r in rs) + failed,
+        "n": len(rs),
+    }
+
+def fmt(x):
+    if x is None: return "—"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}" if abs(x) >= 10 else f"{x:,.2f}"
+
+rows, table = {}, []
+table.append("| workload | unit | Distribution | berth | berth/Dist | p99 ms D / B | p99 Dist/berth | server CPU D / B | CPU per unit D / B | peak RSS MiB D / B | errors D / B |")
+table.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for wid in ids:
+    d, b = summary(wid, "dist"), summary(wid, "berth")
+    rows[wid] = (d, b)
+    _, unit = metric(wid)
+    ratio = b["v"] / d["v"] if d and b and d["v"] else None
+    pr = d["p99"] / b["p99"] if d and b and b["p99"] else None
+    g = lambda s, k: fmt(s[k]) if s else "—"
+    cu = lambda s: f"{fmt(s['cpu_unit'][1])} {s['cpu_unit'][0]}" if s and s["cpu_unit"] else "—"
+    table.append(f"| {wid} | {unit} | {g(d,'v')} | {g(b,'v')} | {fmt(ratio)}{'' if ratio is None or ratio >= 1 else ' ✗'} "
+                 f"| {g(d,'p99')} / {g(b,'p99')} | {fmt(pr)} | {g(d,'cpu')} s / {g(b,'cpu')} s | {cu(d)} / {cu(b)} "
+                 f"| {g(d,'rss')} / {g(b,'rss')}{'' if not (d and b) or b['rss'] <= d['rss'] else ' ✗'} "
+                 f"| {d['errors'] if d else '—'} / {b['errors'] if b else '—'} |")
+
+# Targets.
+t = []
+behind = [(w, b["v"] / d["v"]) for w, (d, b) in rows.items() if d and b and d["v"] and b["v"] < d["v"]]
+t.append("- berth ahead of Distribution on every workload: " + (
+    "**met**" if not behind else "**missed** on " + ", ".join(f"{w} ({r:.2f}x)" for w, r in behind)))
+for w in ("manifest-get-c64", "head-blob-c64"):
+    if w in rows and rows[w][0] and rows[w][1]:
+        d, b = rows[w]; r = b["v"] / d["v"]
+        t.append(f"- {w} >= 10x Distribution's req/s: {fmt(b['v'])} vs {fmt(d['v'])} = {r:.1f}x, **{'met' if r >= 10 else 'missed'}**")
+bound = min(lim["SHA256_MBS"], lim["DISK_WRITE_SYNC_MBS"])
+for w in ("push-1GiB-c1", "push-chunked-1GiB-c1"):
+    if w in rows and rows[w][1]:
+        v = rows[w][1]["v"]; pct = 100 * v / bound if bound else 0
+        t.append(f"- {w}: berth {fmt(v)} MB/s = {pct:.0f}% of min(SHA-256 {fmt(lim['SHA256_MBS'])}, synced disk write {fmt(lim['DISK_WRITE_SYNC_MBS'])}) = {fmt(bound)} MB/s"
+                 + (f", target 80%: **{'met' if pct >= 80 else 'missed'}**" if w == "push-1GiB-c1" else " (for information)"))
+if "pull-1GiB-c1" in rows and rows["pull-1GiB-c1"][1]:
+    v = rows["pull-1GiB-c1"][1]["v"]; lb = lim["LOOPBACK_MBS"]; pct = 100 * v / lb if lb else 0
+    t.append(f"- pull-1GiB-c1 (cached): berth {fmt(v)} MB/s = {pct:.0f}% of loopback TCP (iperf3, one stream) {fmt(lb)} MB/s, target 80%: **{'met' if pct >= 80 else 'missed'}**")
+higher = [(w, d["rss"], b["rss"]) for w, (d, b) in rows.items() if d and b and b["rss"] > d["rss"]]
+bmax = max((b["rss"] for d, b in rows.values() if b), default=0)
+dmax = max((d["rss"] for d, b in rows.values() if d), default=0)
+t.append(f"- peak RSS no higher than Distribution's: overall max berth {bmax:.1f} MiB vs Distribution {dmax:.1f} MiB; "
+         + ("**met** on every workload" if not higher else "**missed** on " + ", ".join(f"{w} ({b:.1f} vs {d:.1f})" for w, d, b in higher)))
+errs = [(w, d["errors"] if d else 0, b["errors"] if b else 0) for w, (d, b) in rows.items() if (d and d["errors"]) or (b and b["errors"])]
+if errs:
+    t.append("- errors seen: " + ", ".join(f"{w} (Dist {d}, berth {b})" for w, d, b in errs))
+
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+quick = env["QUICK"] == "1"
+out = []
+out.append("# berth vs CNCF Distribution: results" + (" (quick mode)" if quick else ""))
+out.append("")
+out.append(f"Written by `benches/compare.sh{' --quick' if quick else ''}` on {env['START_DATE']} in {int(env['ELAPSED'])//60} min {int(env['ELAPSED'])%60} s. "
+           f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)/1024/1024:.1f} GiB memory, Linux {os.uname().release}. "
+           f"berth {env['BERTH_REV']}; Distribution {env['DIST_VERSION']} (Debian docker-registry). "
+           f"Load average at start {env['START_LOAD']}, at end {env['END_LOAD']}.")
+out.append("")
+out.append(f"Each figure is the median of {env['REPS']} runs (alternating which registry goes first), except populate (one run). "
+           "The load generator (`berth-bench`, 2 threads) shares the cores with the server under test; the other server idles. "
+           "Both store on a directory of the same disk, fresh per workload group. Push content is fresh random bytes every run, "
+           "pre-hashed before the timer starts. CPU is the server process's own (utime+stime) over the measured phase; "
+           "peak RSS is its VmHWM, reset at the start of each run, max over runs. MB = 10^6 bytes. "
+           "Ratios: berth/Distribution for throughput and Distribution/berth for p99, so >1 means berth is better. "
+           "Listings: tags-list reads one repository's 10 tags; tags-big reads all 10,000 tags of one repository following Link "
+           "(Distribution ignores `n` and answers in one page, berth in pages of 100); catalog reads every page of `_catalog?n=100`.")
+if env.get("NOTE"):
+    out.append("")
+    out.append(env["NOTE"])
+out.append("")
+out.extend(table)
+out.append("")
+out.append("## Physical limits on the same machine")
+out.append("")
+out.append(f"- SHA-256 on one core (`openssl speed -evp sha256 -bytes 1048576`): {fmt(lim['SHA256_MBS'])} MB/s")
+out.append(f"- sequential disk write, 1 GiB with fdatasync (`dd conv=fdatasync`): {fmt(lim['DISK_WRITE_SYNC_MBS'])} MB/s")
+out.append(f"- sequential disk read, uncached (`dd iflag=direct`): {fmt(lim['DISK_READ_DIRECT_MBS'])} MB/s; from the page cache: {fmt(lim['PAGECACHE_READ_MBS'])} MB/s")
+out.append(f"- loopback TCP, one stream (`iperf3 -t 5`): {fmt(lim['LOOPBACK_MBS'])} MB/s")
+out.append("")
+out.append("## Targets")
+out.append("")
+out.extend(t)
+out.append("")
+out.append("<details><summary>Every run</summary>")
+out.append("")
+out.append("| workload | registry | rep | ops | errors | secs | ops/s | MB/s | p50 ms | p99 ms | CPU s | peak RSS MiB |")
+out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for x in runs:
+    if "r" not in x:
+        out.append(f"| {x['id']} | {x['reg']} | {x['rep']} | failed | | | | | | | | |"); continue
+    r = x["r"]
+    out.append(f"| {x['id']} | {x['reg']} | {x['rep']} | {r['ops']} | {r['errors']} | {r['secs']:.2f} | {r['ops_per_s']:.1f} | {r['mb_per_s']:.1f} "
+               f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['server_cpu_s'] or 0:.2f} | {(r['server_peak_rss_kib'] or 0)/1024:.1f} |")
+out.append("")
+out.append("</details>")
+text = "\n".join(out) + "\n"
+open(env["OUT"], "w").write(text)
+print(text)
+PY
+log "done in ${ELAPSED}s; wrote $OUT"
