@@ -174,7 +174,9 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
         Method::POST => {
             let form = axum::body::to_bytes(body, MAX_FORM_BYTES)
                 .await
-                .map_err(|e| RegistryError::Unsupported(format!("reading the form: {e}")))?;
+                .map_err(|e| {
+                    RegistryError::TokenRequestInvalid(format!("reading the form: {e}"))
+                })?;
             let params = pairs(&form);
             let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             match get("grant_type").as_deref() {
@@ -186,7 +188,7 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
                     (params, credentials, true)
                 }
                 other => {
-                    return Err(RegistryError::Unsupported(format!(
+                    return Err(RegistryError::TokenRequestInvalid(format!(
                         "unsupported grant_type {:?}; use password, or GET with Basic auth",
                         other.unwrap_or("")
                     )));
@@ -198,14 +200,15 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service")
         && service != &auth.settings.service
     {
-        return Err(RegistryError::Unsupported(format!(
+        return Err(RegistryError::TokenRequestInvalid(format!(
             "this token service serves {:?}, not {service:?}",
             auth.settings.service
         )));
     }
     let mut wanted = Vec::new();
     for (_, scope) in params.iter().filter(|(k, _)| k == "scope") {
-        wanted.extend(ResourceScope::parse_list(scope).map_err(RegistryError::Unsupported)?);
+        wanted
+            .extend(ResourceScope::parse_list(scope).map_err(RegistryError::TokenRequestInvalid)?);
     }
     let caller = auth.caller(credentials, peer).await?;
     let issued = auth.issue_token(&caller, &wanted).await;
@@ -220,7 +223,8 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
         "issued_at": issued_at,
     });
     if oauth {
-        let scopes: Vec<String> = wanted.iter().map(|s| s.to_string()).collect();
+        // OAuth2 names the scope granted, which may be less than asked.
+        let scopes: Vec<String> = issued.access.iter().map(|s| s.to_string()).collect();
         body["scope"] = json!(scopes.join(" "));
     }
     let mut response = (StatusCode::OK, axum::Json(body)).into_response();

@@ -34,6 +34,8 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
         Denied(_) => ("DENIED", StatusCode::FORBIDDEN),
+        // OAuth2 answers these 400 (invalid_request, invalid_scope).
+        TokenRequestInvalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         TooManyRequests { .. } => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),
         BodyRead(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
         Internal(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),

@@ -104,6 +104,8 @@ pub fn now_seconds() -> u64 {
 /// A token as the token endpoint hands it out.
 pub struct IssuedToken {
     pub token: String,
+    /// What the token grants.
+    pub access: Vec<ResourceScope>,
     pub expires_in: u64,
     pub issued_at: u64,
 }
@@ -208,6 +210,7 @@ impl TokenIssuer {
             .expect("signing with a valid P-256 key");
         IssuedToken {
             token,
+            access: access.to_vec(),
             expires_in: self.ttl_seconds,
             issued_at: now,
         }
@@ -326,14 +329,13 @@ impl TokenVerifier {
                 let set: JwkSet = serde_json::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", path.display()))?;
                 for jwk in &set.keys {
-                    let key = DecodingKey::from_jwk(jwk)?;
-                    let algorithms = match &key.kind() {
-                        jsonwebtoken::DecodingKeyKind::SecretOrDer(_) => continue,
-                        _ => family_algorithms(jwk),
-                    };
+                    // Only public-key families: a symmetric JWK would let
+                    // anyone who can read the file mint tokens.
+                    let algorithms = family_algorithms(jwk);
                     if algorithms.is_empty() {
                         continue;
                     }
+                    let key = DecodingKey::from_jwk(jwk)?;
                     keys.push(TrustedKey::new(
                         key,
                         algorithms,

@@ -50,6 +50,10 @@ pub enum RegistryError {
     /// An authenticated caller that may not do this.
     #[error("{0}")]
     Denied(String),
+    /// A token request berth cannot serve: a malformed scope, another
+    /// service, an unsupported grant type.
+    #[error("{0}")]
+    TokenRequestInvalid(String),
     /// Too many wrong passwords: try again after `retry_after` seconds.
     #[error("too many failed logins; retry after {retry_after} seconds")]
     TooManyRequests { retry_after: u64 },
