@@ -6,7 +6,8 @@
 #   skopeo, podman (+conmon, crun, runc, CNI plugins), containerd (ctr),
 #   docker.io (dockerd; the `docker` CLI it ships in /usr/bin does not shadow
 #   an existing /usr/local/bin/docker), docker-registry (Distribution 2.8),
-#   plus jq/curl/tar/gzip/python3 used by the test scripts.
+#   plus jq/curl/tar/gzip/python3 used by the test scripts, openssl (a test CA
+#   for the HTTPS tests) and apache2-utils (htpasswd, for the import test).
 #
 # No daemons are left running: service start-up during install is suppressed via a
 # temporary /usr/sbin/policy-rc.d (only if none exists already), and the tests
@@ -39,6 +40,8 @@ PKGS=(
     tar:tar
     gzip:gzip
     python3:python3
+    openssl:openssl
+    apache2-utils:htpasswd
 )
 
 missing=()
