@@ -740,10 +740,14 @@ async fn anonymous_tokens_grant_only_what_anonymous_was_granted() {
 
     let anonymous = Cred::Bearer(token.to_owned());
     pull_image(&c, &b, &anonymous, "public/app", "v1", &public_image).await;
+    // Beyond that, an anonymous token gets 401: credentials might allow
+    // it, and clients only offer them after a 401.
     let r = get(&c, &b, &anonymous, "/v2/team/app/manifests/v1").await;
-    expect_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    assert_eq!(challenge(&r)["error"], "insufficient_scope");
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
     let r = post(&c, &b, &anonymous, "/v2/public/app/blobs/uploads/").await;
-    expect_error(r, StatusCode::FORBIDDEN, "DENIED").await;
+    assert_eq!(challenge(&r)["scope"], "repository:public/app:pull,push");
+    expect_error(r, StatusCode::UNAUTHORIZED, "UNAUTHORIZED").await;
 
     // Without any token, the same holds.
     pull_image(&c, &b, &Cred::None, "public/app", "v1", &public_image).await;

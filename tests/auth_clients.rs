@@ -140,10 +140,11 @@ fn docker_login_push_pull_and_refusals() {
     ok(&mut docker.cmd(&["load", "-i", image.docker_archive.to_str().unwrap()]));
     ok(&mut docker.cmd(&["tag", "test/dk:v1", &app]));
 
-    // Not logged in: refused as anonymous.
+    // Not logged in: refused. berth answers 401; docker words any refused
+    // push as "denied: requested access to the resource is denied".
     assert_refused(
         &run(&mut docker.cmd(&["push", &app])),
-        &["unauthorized", "anonymous"],
+        &["unauthorized", "denied"],
     );
 
     let ran = login("alice", ALICE_PASSWORD);

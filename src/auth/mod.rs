@@ -348,11 +348,21 @@ impl Auth {
                 (Some(account), true) => Permissions(self.meta.grants(account).await?)
                     .allowed(&missing.resource)
                     .contains(missing.actions),
-                (None, true) => self
-                    .anonymous_permissions()
-                    .await?
-                    .allowed(&missing.resource)
-                    .contains(missing.actions),
+                (None, true) => {
+                    let anonymous_may = self
+                        .anonymous_permissions()
+                        .await?
+                        .allowed(&missing.resource)
+                        .contains(missing.actions);
+                    if !anonymous_may {
+                        // An anonymous token: credentials might allow it,
+                        // and a client only offers them after a 401.
+                        return Err(RegistryError::InsufficientScope(format!(
+                            "authentication required for {what}"
+                        )));
+                    }
+                    true
+                }
                 (_, false) => true,
             };
             if could {
