@@ -283,6 +283,7 @@ fn report(cli: &Cli, ctx: &Ctx, seed: u64, m: &Measured) {
         "max_ms": s.percentile_ms(100.0),
         "server_cpu_s": m.usage.map(|u| u.cpu_s),
         "server_peak_rss_kib": m.usage.map(|u| u.peak_rss_kib),
+        "client_cpu_s": s.client_cpu_s,
         "first_errors": s.first_errors,
     });
     if cli.json {
@@ -325,6 +326,7 @@ fn report(cli: &Cli, ctx: &Ctx, seed: u64, m: &Measured) {
             u.peak_rss_kib as f64 / 1024.0
         );
     }
+    println!("  load generator: {:.2} s CPU", s.client_cpu_s);
     for e in &s.first_errors {
         println!("  error: {e}");
     }

@@ -42,6 +42,8 @@ pub struct RunStats {
     pub bytes: u64,
     pub units: u64,
     pub elapsed: Duration,
+    /// CPU seconds this process (the load generator) spent meanwhile.
+    pub client_cpu_s: f64,
     /// Latency of each successful operation, in microseconds, sorted.
     pub latencies_us: Vec<u64>,
     pub first_errors: Vec<String>,
@@ -74,6 +76,7 @@ where
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
+    let cpu_start = crate::procmon::cpu_seconds(std::process::id()).unwrap_or(0.0);
     let start = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
@@ -123,6 +126,8 @@ where
         }
     }
     total.elapsed = start.elapsed();
+    total.client_cpu_s =
+        crate::procmon::cpu_seconds(std::process::id()).unwrap_or(cpu_start) - cpu_start;
     total.latencies_us.sort_unstable();
     total
 }
