@@ -23,6 +23,136 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS. Off unless both a certificate and a key are named.
     pub tls: TlsConfig,
+    /// Events and their delivery to webhooks.
+    pub events: EventsConfig,
+    /// Rolling Kubernetes workloads onto pushed digests.
+    pub deploy: DeployConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Record a pull event for every manifest GET (one write per pull).
+    pub pulls: bool,
+    /// A failed delivery is first retried after this many seconds, then
+    /// after twice as long each time, up to `max_backoff_seconds`.
+    pub first_backoff_seconds: u64,
+    pub max_backoff_seconds: u64,
+    /// Deliveries of an event older than this are given up.
+    pub give_up_after_seconds: u64,
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Unique; deliveries are recorded under it.
+    pub name: String,
+    pub url: String,
+    /// `distribution` (registry:2's envelope) or `cloudevents`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Only these actions (push, pull, delete); empty: all.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Only repositories matching one of these globs; empty: all.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// HMAC-SHA256 key: the body's signature goes in `X-Signature`.
+    #[serde(default)]
+    pub secret: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_format() -> String {
+    "distribution".into()
+}
+
+fn default_webhook_timeout() -> u64 {
+    10
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeployConfig {
+    /// Kubeconfig file; empty: the in-cluster service account (or
+    /// `$KUBECONFIG`).
+    pub kubeconfig: PathBuf,
+    /// The registry host:port kubelets pull from, as patched into pod
+    /// templates; empty: the host the pushing client used.
+    pub registry_host: String,
+    pub rules: Vec<DeployRuleConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRuleConfig {
+    /// Unique; deploys are recorded under it.
+    pub name: String,
+    /// Repository glob, e.g. `team/app` or `team/*`.
+    pub repository: String,
+    /// Tag glob: exact (`stable`) or a pattern (`release-*`).
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// Also require the tag to be a semantic version in this range, e.g.
+    /// `^1.2` (a leading `v` in tags is allowed).
+    #[serde(default)]
+    pub semver: String,
+    /// Roll onto a tag semver-older than the one deployed.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// Put the previous image back when the rollout fails or times out.
+    #[serde(default)]
+    pub rollback_on_failure: bool,
+    /// How long a rollout may take.
+    #[serde(default = "default_rollout_timeout")]
+    pub timeout_seconds: u64,
+    pub targets: Vec<DeployTargetConfig>,
+}
+
+fn default_tag() -> String {
+    "*".into()
+}
+
+fn default_rollout_timeout() -> u64 {
+    600
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTargetConfig {
+    pub namespace: String,
+    /// Deployment, StatefulSet or DaemonSet.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The workload's name; or `selector`, a label selector.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub selector: String,
+    /// Only this container; empty: every container running the repository.
+    #[serde(default)]
+    pub container: String,
+}
+
+fn default_kind() -> String {
+    "Deployment".into()
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            pulls: false,
+            first_backoff_seconds: 1,
+            max_backoff_seconds: 300,
+            give_up_after_seconds: 24 * 60 * 60,
+            webhooks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -124,6 +254,8 @@ impl Default for Config {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            events: EventsConfig::default(),
+            deploy: DeployConfig::default(),
         }
     }
 }
@@ -170,6 +302,35 @@ impl Config {
             self.auth.max_failed_logins >= 1,
             "auth.max_failed_logins must be at least 1"
         );
+        anyhow::ensure!(
+            self.events.first_backoff_seconds >= 1
+                && self.events.max_backoff_seconds >= self.events.first_backoff_seconds,
+            "events: first_backoff_seconds must be at least 1 and at most max_backoff_seconds"
+        );
+        let mut names = std::collections::HashSet::new();
+        for w in &self.events.webhooks {
+            anyhow::ensure!(names.insert(&w.name), "two webhooks are named {:?}", w.name);
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.deploy.rules {
+            anyhow::ensure!(
+                names.insert(&r.name),
+                "two deploy rules are named {:?}",
+                r.name
+            );
+            anyhow::ensure!(
+                !r.targets.is_empty(),
+                "deploy rule {:?} has no targets",
+                r.name
+            );
+            for t in &r.targets {
+                anyhow::ensure!(
+                    t.name.is_empty() != t.selector.is_empty(),
+                    "deploy rule {:?}: each target needs exactly one of name and selector",
+                    r.name
+                );
+            }
+        }
         for t in &self.auth.trusted_issuers {
             anyhow::ensure!(
                 t.public_key.as_os_str().is_empty() != t.jwks.as_os_str().is_empty(),
@@ -213,6 +374,15 @@ mod tests {
             shipped.tls.reload_interval_seconds,
             defaults.tls.reload_interval_seconds
         );
+        let (e, d) = (&shipped.events, &defaults.events);
+        assert_eq!(e.pulls, d.pulls);
+        assert_eq!(e.first_backoff_seconds, d.first_backoff_seconds);
+        assert_eq!(e.max_backoff_seconds, d.max_backoff_seconds);
+        assert_eq!(e.give_up_after_seconds, d.give_up_after_seconds);
+        assert!(e.webhooks.is_empty());
+        assert_eq!(shipped.deploy.kubeconfig, defaults.deploy.kubeconfig);
+        assert_eq!(shipped.deploy.registry_host, defaults.deploy.registry_host);
+        assert!(shipped.deploy.rules.is_empty());
     }
 
     #[test]

@@ -61,6 +61,19 @@ enum Command {
     Revoke { subject: String, namespace: String },
     /// List an account's grants.
     Grants { subject: String },
+    /// What each push rolled out where, newest first.
+    Deploys {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The event delivery log (webhooks and deploy rules), newest first.
+    Deliveries {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +162,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    app.start_workers(&config, &addr.to_string()).await?;
     let scheme = if config.tls.enabled() {
         "https"
     } else {
@@ -243,7 +257,7 @@ async fn shutdown_signal() {
 async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
-    let admin = AccountAdmin::new(meta);
+    let admin = AccountAdmin::new(meta.clone());
     match command {
         Command::Serve { .. } => unreachable!("handled by main"),
         Command::User(UserCommand::Add {
@@ -315,6 +329,45 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
             admin.revoke(&subject, &namespace).await?;
             println!("revoked {subject}'s grant on {namespace}");
         }
+        Command::Deploys { limit, json } => {
+            let rows = meta.deploys(limit).await?;
+            if json {
+                for row in rows {
+                    println!("{}", serde_json::to_string(&row)?);
+                }
+            } else {
+                println!("ID\tWHEN\tRULE\tTARGET\tTAG\tSTATE\tIMAGE\tMESSAGE");
+                for r in rows {
+                    println!(
+                        "{}\t{}\t{}\t{}/{}/{}\t{}\t{}\t{}\t{}",
+                        r.id,
+                        when(r.started_at),
+                        r.rule,
+                        r.namespace,
+                        r.kind,
+                        r.name,
+                        r.tag.as_deref().unwrap_or("-"),
+                        r.state,
+                        r.new_image,
+                        r.message
+                    );
+                }
+            }
+        }
+        Command::Deliveries { limit } => {
+            println!("EVENT\tSINK\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR");
+            for d in meta.deliveries(limit).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    d.event_id,
+                    d.sink,
+                    d.state,
+                    d.attempts,
+                    when(d.updated_at),
+                    d.last_error.as_deref().unwrap_or("-")
+                );
+            }
+        }
         Command::Grants { subject } => {
             for grant in admin.grants(&subject).await? {
                 println!(
@@ -326,6 +379,12 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Unix milliseconds as RFC 3339.
+fn when(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 fn namespace_label(namespace: &str) -> &str {

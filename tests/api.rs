@@ -4,32 +4,14 @@
 
 mod common;
 
+use common::push::{push_blob, push_image, put_manifest, random_bytes};
 use common::{Berth, sha256};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use common::push::OCI_MANIFEST;
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-fn random_bytes(len: usize) -> Vec<u8> {
-    // Distinct per call without a RNG crate: hash a counter and the time.
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let seed = format!(
-        "{:?}{}",
-        std::time::SystemTime::now(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut out = Vec::with_capacity(len + 32);
-    let mut block = sha256(seed.as_bytes()).into_bytes();
-    while out.len() < len {
-        block = sha256(&block).into_bytes();
-        out.extend_from_slice(&block[7..]);
-    }
-    out.truncate(len);
-    out
-}
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
     r.headers()
@@ -63,52 +45,6 @@ async fn head(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response
 
 async fn delete(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response {
     c.delete(b.url(path.as_ref())).send().await.unwrap()
-}
-
-async fn push_blob(c: &Client, b: &Berth, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256(bytes);
-    let r = c
-        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
-    digest
-}
-
-/// An image manifest over fresh config and layer blobs pushed to `repo`.
-async fn push_image(c: &Client, b: &Berth, repo: &str, media_type: &str) -> Value {
-    let config = format!(
-        r#"{{"architecture":"amd64","os":"linux","n":"{}"}}"#,
-        sha256(&random_bytes(8))
-    );
-    let layer = random_bytes(3000);
-    let config_digest = push_blob(c, b, repo, config.as_bytes()).await;
-    let layer_digest = push_blob(c, b, repo, &layer).await;
-    json!({
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}],
-    })
-}
-
-async fn put_manifest(
-    c: &Client,
-    b: &Berth,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    body: &[u8],
-) -> reqwest::Response {
-    c.put(b.url(&format!("/v2/{repo}/manifests/{reference}")))
-        .header("content-type", media_type)
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -17,6 +17,7 @@ use crate::auth::scope::{Actions, ResourceScope};
 use crate::auth::{Auth, Caller};
 use crate::core::names::{Digest, RepoName, Tag};
 use crate::core::{RangeRequest, Registry, RegistryError, Result};
+use crate::events::Origin;
 
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
@@ -38,15 +39,36 @@ pub async fn dispatch(
         Ok(caller) => caller,
         Err(e) => return api_auth::refusal(&auth, request.headers(), need.as_ref(), e),
     };
-    match route(&registry, &caller, endpoint, request).await {
+    let origin = origin(&caller, peer, &request);
+    match route(&registry, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
+    }
+}
+
+/// Who made the request and how, for the events it causes.
+fn origin(caller: &Caller, peer: Option<std::net::IpAddr>, request: &Request) -> Origin {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Origin {
+        actor: caller.account.clone(),
+        request_id: header("x-request-id"),
+        addr: peer.map(|p| p.to_string()),
+        host: header("host"),
+        method: Some(request.method().to_string()),
+        user_agent: header("user-agent"),
     }
 }
 
 async fn route(
     registry: &Registry,
     caller: &Caller,
+    origin: &Origin,
     endpoint: Endpoint,
     request: Request,
 ) -> Result<Response> {
@@ -60,7 +82,8 @@ async fn route(
         (E::Catalog, Method::GET) => catalog(registry, &query).await,
         (E::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
         (E::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => {
-            let manifest = registry.get_manifest(&repo, &reference).await?;
+            let pulled_by = (m == Method::GET).then_some(origin);
+            let manifest = registry.get_manifest(&repo, &reference, pulled_by).await?;
             let headers = [
                 (header::CONTENT_TYPE, manifest.media_type.clone()),
                 (header::CONTENT_LENGTH, manifest.content.len().to_string()),
@@ -75,13 +98,13 @@ async fn route(
             Ok(with_headers(StatusCode::OK, headers, body))
         }
         (E::Manifest(repo, reference), Method::PUT) => {
-            let limit = registry.limits().max_manifest_bytes;
+            let limit = registry.options().max_manifest_bytes;
             let content = read_bounded(body, limit).await?;
             let content_type = headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok());
             let pushed = registry
-                .put_manifest(&repo, &reference, content_type, &content)
+                .put_manifest(&repo, &reference, content_type, &content, origin)
                 .await?;
             let mut response = with_headers(
                 StatusCode::CREATED,
@@ -162,7 +185,7 @@ async fn route(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         (E::Manifest(repo, reference), Method::DELETE) => {
-            registry.delete_manifest(&repo, &reference).await?;
+            registry.delete_manifest(&repo, &reference, origin).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         (E::Blob(repo, digest), Method::DELETE) => {

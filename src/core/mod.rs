@@ -9,7 +9,7 @@ mod registry;
 mod upload_locks;
 
 pub use error::{RegistryError, Result};
-pub use registry::{BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryLimits};
+pub use registry::{BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryOptions};
 
 /// A request body as the core sees it: bytes as they arrive, or the error
 /// that cut the stream short.

@@ -2,28 +2,38 @@
 //! `BlobStore` (bytes) and a `MetaStore` (what exists). The order of every
 //! write is bytes first, synced, then the metadata row: a crash in between
 //! leaves at worst an invisible file, never a visible row without bytes.
+//! Every push and delete writes its event in the same transaction.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
+use crate::events::{Action, Event, Origin};
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
 
-/// Limits on what clients may send.
+/// Limits on what clients may send, and what the registry records.
 #[derive(Clone, Debug)]
-pub struct RegistryLimits {
+pub struct RegistryOptions {
     pub max_manifest_bytes: u64,
     /// Whether clients may delete manifests, tags and blobs.
     pub delete_enabled: bool,
+    /// Whether each manifest GET writes a pull event.
+    pub record_pulls: bool,
 }
 
 pub struct Registry {
     blobs: BlobStore,
     meta: MetaStore,
-    limits: RegistryLimits,
+    limits: RegistryOptions,
     upload_locks: UploadLocks,
+    /// Woken after each event is committed, so delivery starts at once.
+    events_written: Arc<Notify>,
 }
 
 /// An inclusive byte range of a blob.
@@ -48,17 +58,23 @@ pub struct ManifestPushed {
 }
 
 impl Registry {
-    pub fn new(blobs: BlobStore, meta: MetaStore, limits: RegistryLimits) -> Registry {
+    pub fn new(blobs: BlobStore, meta: MetaStore, limits: RegistryOptions) -> Registry {
         Registry {
             blobs,
             meta,
             limits,
             upload_locks: UploadLocks::default(),
+            events_written: Arc::new(Notify::new()),
         }
     }
 
-    pub fn limits(&self) -> &RegistryLimits {
+    pub fn options(&self) -> &RegistryOptions {
         &self.limits
+    }
+
+    /// Notified whenever an event was written to the outbox.
+    pub fn events_written(&self) -> Arc<Notify> {
+        self.events_written.clone()
     }
 
     // ---- uploads -------------------------------------------------------
@@ -248,6 +264,7 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         body: &[u8],
+        origin: &Origin,
     ) -> Result<ManifestPushed> {
         let limit = self.limits.max_manifest_bytes;
         if body.len() as u64 > limit {
@@ -284,7 +301,13 @@ impl Registry {
             content: body,
             references: &references,
         };
-        self.meta.put_manifest(repo, &record, tag).await?;
+        let mut event = Event::new(Action::Push, repo.as_str(), origin);
+        event.digest = Some(digest.to_string());
+        event.media_type = Some(parsed.media_type.clone());
+        event.size = Some(body.len() as u64);
+        event.tag = tag.map(|t| t.as_str().to_owned());
+        self.meta.put_manifest(repo, &record, tag, &event).await?;
+        self.events_written.notify_one();
         Ok(ManifestPushed {
             digest,
             subject: parsed.subject,
@@ -311,16 +334,32 @@ impl Registry {
         Ok(())
     }
 
+    /// A manifest; `pulled_by` records a pull event when pulls are
+    /// recorded (a HEAD is no pull).
     pub async fn get_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
+        pulled_by: Option<&Origin>,
     ) -> Result<ManifestRow> {
         let row = match reference {
             Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
             Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
         };
-        row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))
+        let row =
+            row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))?;
+        if let (true, Some(origin)) = (self.limits.record_pulls, pulled_by) {
+            let mut event = Event::new(Action::Pull, repo.as_str(), origin);
+            event.digest = Some(row.digest.to_string());
+            event.media_type = Some(row.media_type.clone());
+            event.size = Some(row.content.len() as u64);
+            if let Reference::Tag(tag) = reference {
+                event.tag = Some(tag.as_str().to_owned());
+            }
+            self.meta.record_event(&event).await?;
+            self.events_written.notify_one();
+        }
+        Ok(row)
     }
 
     // ---- deletes -------------------------------------------------------
@@ -336,13 +375,26 @@ impl Registry {
     }
 
     /// Deletes a tag, or a manifest with every tag on it.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        origin: &Origin,
+    ) -> Result<()> {
         self.check_deletes_enabled()?;
+        let mut event = Event::new(Action::Delete, repo.as_str(), origin);
         let deleted = match reference {
-            Reference::Tag(tag) => self.meta.delete_tag(repo, tag).await?,
-            Reference::Digest(digest) => self.meta.delete_manifest(repo, digest).await?,
+            Reference::Tag(tag) => {
+                event.tag = Some(tag.as_str().to_owned());
+                self.meta.delete_tag(repo, tag, &event).await?
+            }
+            Reference::Digest(digest) => {
+                event.digest = Some(digest.to_string());
+                self.meta.delete_manifest(repo, digest, &event).await?
+            }
         };
         if deleted {
+            self.events_written.notify_one();
             Ok(())
         } else {
             Err(RegistryError::ManifestUnknown(format!(

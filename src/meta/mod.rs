@@ -4,6 +4,9 @@
 //! returns, the row survives a power cut.
 
 mod accounts;
+mod events;
+
+pub use events::{AttemptOutcome, DeliveryRow, DeployRow, NewDeploy};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,6 +19,7 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::core::Result;
 use crate::core::names::{Digest, RepoName, Tag};
+use crate::events::Event;
 
 #[derive(Clone, Debug)]
 pub struct MetaStore {
@@ -242,13 +246,14 @@ impl MetaStore {
         Ok(row.is_some())
     }
 
-    /// Stores a manifest and, if given, points `tag` at it, in one
-    /// transaction.
+    /// Stores a manifest, points `tag` at it if given, and writes `event`,
+    /// in one transaction.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         m: &NewManifest<'_>,
         tag: Option<&Tag>,
+        event: &Event,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::ensure_repository(&mut tx, repo).await?;
@@ -293,6 +298,7 @@ impl MetaStore {
             .execute(&mut *tx)
             .await?;
         }
+        Self::insert_event(&mut tx, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -386,32 +392,52 @@ impl MetaStore {
 
     /// Runs a `DELETE` keyed by repository and one more column; true if it
     /// removed a row.
-    async fn delete_one(&self, sql: &'static str, repo: &RepoName, key: &str) -> Result<bool> {
+    /// `event`, if given, is written with the delete when it removed a row.
+    async fn delete_one(
+        &self,
+        sql: &'static str,
+        repo: &RepoName,
+        key: &str,
+        event: Option<&Event>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(sql)
             .bind(repo.as_str())
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        let deleted = done.rows_affected() == 1;
+        if let (true, Some(event)) = (deleted, event) {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     /// Removes a tag; false if `repo` had no such tag.
-    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+    pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag, event: &Event) -> Result<bool> {
         self.delete_one(
             "DELETE FROM tags WHERE repository = ? AND name = ?",
             repo,
             tag.as_str(),
+            Some(event),
         )
         .await
     }
 
     /// Removes a manifest and every tag on it; false if `repo` had no such
     /// manifest.
-    pub async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        event: &Event,
+    ) -> Result<bool> {
         self.delete_one(
             "DELETE FROM manifests WHERE repository = ? AND digest = ?",
             repo,
             digest.as_str(),
+            Some(event),
         )
         .await
     }
@@ -423,6 +449,7 @@ impl MetaStore {
             "DELETE FROM repository_blobs WHERE repository = ? AND digest = ?",
             repo,
             digest.as_str(),
+            None,
         )
         .await
     }

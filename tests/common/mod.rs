@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod push;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -49,6 +51,16 @@ impl Berth {
     /// on the same port and data directory.
     pub fn restart(&mut self) {
         self.stop();
+        let (child, _, host) = spawn(self.data.path(), &self.host);
+        self.child = child;
+        self.host = host;
+    }
+
+    /// Kills berth at once (SIGKILL, as a crash or an OOM kill would) and
+    /// starts it again on the same port and data directory.
+    pub fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let (child, _, host) = spawn(self.data.path(), &self.host);
         self.child = child;
         self.host = host;

@@ -1,0 +1,411 @@
+//! The outbox and what became of it: events, their deliveries to sinks,
+//! every delivery attempt, and deploy records.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::core::Result;
+use crate::events::{Action, Event, Origin};
+use crate::meta::{MetaStore, now_ms};
+
+/// How a delivery attempt ended.
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time (Unix ms).
+    RetryAt(i64),
+    GaveUp,
+}
+
+/// One row of the delivery log.
+#[derive(Debug)]
+pub struct DeliveryRow {
+    pub event_seq: i64,
+    pub event_id: String,
+    pub sink: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A deploy attempt to record.
+pub struct NewDeploy<'a> {
+    pub event_seq: i64,
+    pub rule: &'a str,
+    pub namespace: &'a str,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub container: &'a str,
+    pub tag: Option<&'a str>,
+    pub old_image: Option<&'a str>,
+    pub new_image: &'a str,
+    pub state: &'a str,
+    pub message: &'a str,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeployRow {
+    pub id: i64,
+    pub event_seq: i64,
+    pub rule: String,
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub container: String,
+    pub tag: Option<String>,
+    pub old_image: Option<String>,
+    pub new_image: String,
+    pub state: String,
+    pub message: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// The columns `event_from_row` reads, in order (a macro, since sqlx takes
+/// only static SQL).
+macro_rules! event_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "seq, ",
+            $p,
+            "id, ",
+            $p,
+            "created_at, ",
+            $p,
+            "action, ",
+            $p,
+            "repository, ",
+            $p,
+            "digest, ",
+            $p,
+            "media_type, ",
+            $p,
+            "size, ",
+            $p,
+            "tag, ",
+            $p,
+            "actor, ",
+            $p,
+            "request_id, ",
+            $p,
+            "request_addr, ",
+            $p,
+            "request_host, ",
+            $p,
+            "request_method, ",
+            $p,
+            "user_agent"
+        )
+    };
+}
+
+fn event_from_row(r: &SqliteRow) -> Event {
+    Event {
+        seq: r.get(0),
+        id: r.get(1),
+        created_at: r.get(2),
+        action: Action::parse(r.get::<&str, _>(3)).unwrap_or(Action::Push),
+        repository: r.get(4),
+        digest: r.get(5),
+        media_type: r.get(6),
+        size: r.get::<Option<i64>, _>(7).map(|s| s as u64),
+        tag: r.get(8),
+        origin: Origin {
+            actor: r.get(9),
+            request_id: r.get(10),
+            addr: r.get(11),
+            host: r.get(12),
+            method: r.get(13),
+            user_agent: r.get(14),
+        },
+    }
+}
+
+fn deploy_from_row(r: &SqliteRow) -> DeployRow {
+    DeployRow {
+        id: r.get(0),
+        event_seq: r.get(1),
+        rule: r.get(2),
+        namespace: r.get(3),
+        kind: r.get(4),
+        name: r.get(5),
+        container: r.get(6),
+        tag: r.get(7),
+        old_image: r.get(8),
+        new_image: r.get(9),
+        state: r.get(10),
+        message: r.get(11),
+        started_at: r.get(12),
+        finished_at: r.get(13),
+    }
+}
+
+/// The columns `deploy_from_row` reads, in order.
+macro_rules! deploy_columns {
+    () => {
+        "id, event_seq, rule, namespace, kind, name, container, tag, old_image, \
+         new_image, state, message, started_at, finished_at"
+    };
+}
+
+impl MetaStore {
+    /// Writes an event inside the transaction of the change it describes.
+    pub(crate) async fn insert_event(tx: &mut Transaction<'_, Sqlite>, e: &Event) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \
+             actor, request_id, request_addr, request_host, request_method, user_agent) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(e.created_at)
+        .bind(e.action.as_str())
+        .bind(&e.repository)
+        .bind(&e.digest)
+        .bind(&e.media_type)
+        .bind(e.size.map(|s| s as i64))
+        .bind(&e.tag)
+        .bind(&e.origin.actor)
+        .bind(&e.origin.request_id)
+        .bind(&e.origin.addr)
+        .bind(&e.origin.host)
+        .bind(&e.origin.method)
+        .bind(&e.origin.user_agent)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an event that changes nothing else (a pull).
+    pub async fn record_event(&self, e: &Event) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_event(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Events not yet handed to sinks, oldest first.
+    pub async fn events_to_fan_out(&self, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(""),
+            " FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
+    /// Creates a pending delivery of event `seq` to each of `sinks`, and
+    /// marks the event as fanned out, in one transaction.
+    pub async fn fan_out(&self, seq: i64, sinks: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for sink in sinks {
+            sqlx::query(
+                "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
+                 VALUES (?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(seq)
+            .bind(sink)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = ?")
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The next delivery of `sink` that is due at `now`, oldest event
+    /// first, with the attempts made so far.
+    pub async fn next_due_delivery(&self, sink: &str, now: i64) -> Result<Option<(Event, i64)>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!("e."),
+            ", d.attempts FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at <= ? \
+             ORDER BY d.event_seq LIMIT 1"
+        ))
+        .bind(sink)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (event_from_row(&r), r.get(15))))
+    }
+
+    /// When `sink` next has a delivery due (Unix ms), if any is pending.
+    pub async fn next_delivery_time(&self, sink: &str) -> Result<Option<i64>> {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'",
+        )
+        .bind(sink)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(at)
+    }
+
+    /// Records one attempt and its outcome.
+    pub async fn record_attempt(
+        &self,
+        seq: i64,
+        sink: &str,
+        attempt: i64,
+        detail: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<()> {
+        let now = now_ms();
+        let (state, next, ok) = match outcome {
+            AttemptOutcome::Delivered => ("delivered", now, true),
+            AttemptOutcome::RetryAt(at) => ("pending", at, false),
+            AttemptOutcome::GaveUp => ("gave_up", now, false),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (event_seq, sink, attempt, at, ok, detail) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(seq)
+        .bind(sink)
+        .bind(attempt)
+        .bind(now)
+        .bind(ok)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, updated_at = ? \
+             WHERE event_seq = ? AND sink = ?",
+        )
+        .bind(state)
+        .bind(attempt)
+        .bind(next)
+        .bind((!ok).then_some(detail))
+        .bind(now)
+        .bind(seq)
+        .bind(sink)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest deliveries, newest first.
+    pub async fn deliveries(&self, limit: u32) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(
+            "SELECT d.event_seq, e.id, d.sink, d.state, d.attempts, d.last_error, d.updated_at \
+             FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+             ORDER BY d.event_seq DESC, d.sink LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| DeliveryRow {
+                event_seq: r.get(0),
+                event_id: r.get(1),
+                sink: r.get(2),
+                state: r.get(3),
+                attempts: r.get(4),
+                last_error: r.get(5),
+                updated_at: r.get(6),
+            })
+            .collect())
+    }
+
+    pub async fn insert_deploy(&self, d: &NewDeploy<'_>) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO deploys (event_seq, rule, namespace, kind, name, container, tag, old_image, \
+             new_image, state, message, started_at, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+             CASE WHEN ? IN ('patching', 'rolling') THEN NULL ELSE ? END) RETURNING id",
+        )
+        .bind(d.event_seq)
+        .bind(d.rule)
+        .bind(d.namespace)
+        .bind(d.kind)
+        .bind(d.name)
+        .bind(d.container)
+        .bind(d.tag)
+        .bind(d.old_image)
+        .bind(d.new_image)
+        .bind(d.state)
+        .bind(d.message)
+        .bind(now_ms())
+        .bind(d.state)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Moves a deploy to `state`; states other than patching and rolling
+    /// are final and stamp the finish time.
+    pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE deploys SET state = ?, message = ?, \
+             finished_at = CASE WHEN ? IN ('patching', 'rolling') THEN NULL ELSE ? END WHERE id = ?",
+        )
+        .bind(state)
+        .bind(message)
+        .bind(state)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest deploys, newest first.
+    pub async fn deploys(&self, limit: u32) -> Result<Vec<DeployRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            deploy_columns!(),
+            " FROM deploys ORDER BY id DESC LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(deploy_from_row).collect())
+    }
+
+    /// Deploys whose rollout was being watched when berth last stopped.
+    pub async fn rolling_deploys(&self) -> Result<Vec<DeployRow>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            deploy_columns!(),
+            " FROM deploys WHERE state IN ('patching', 'rolling') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(deploy_from_row).collect())
+    }
+
+    /// The last deploy onto a workload that went through, for the
+    /// downgrade check.
+    pub async fn last_successful_deploy(
+        &self,
+        namespace: &str,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<DeployRow>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            deploy_columns!(),
+            " FROM deploys WHERE namespace = ? AND kind = ? AND name = ? \
+             AND state IN ('rolling', 'succeeded') ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(namespace)
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(deploy_from_row))
+    }
+}
