@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-test-deps.sh
+# The push-to-deploy tests run a real Kubernetes API server, built once from
+# Debian's source package and cached outside the checkout.
+bash scripts/kube-test-cluster.sh build
 
 # A target directory kept outside the checkout makes repeated runs fast;
 # any directory works.
