@@ -108,9 +108,14 @@ pub struct DeployRuleConfig {
     /// Put the previous image back when the rollout fails or times out.
     #[serde(default)]
     pub rollback_on_failure: bool,
-    /// How long a rollout may take.
+    /// How long a rollout (and the smoke-test Job) may take.
     #[serde(default = "default_rollout_timeout")]
     pub timeout_seconds: u64,
+    /// A Job manifest (YAML) run before rolling out; only if it succeeds
+    /// does the rollout go ahead. Containers whose image is `$IMAGE` run
+    /// the pushed image.
+    #[serde(default)]
+    pub smoke_job: PathBuf,
     pub targets: Vec<DeployTargetConfig>,
 }
 

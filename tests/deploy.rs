@@ -58,6 +58,18 @@ spec:
 ---
 apiVersion: apps/v1
 kind: Deployment
+metadata: {{ name: gated, namespace: {NAMESPACE} }}
+spec:
+  replicas: 0
+  selector: {{ matchLabels: {{ app: gated }} }}
+  template:
+    metadata: {{ labels: {{ app: gated }} }}
+    spec:
+      containers:
+        - {{ name: gated, image: "{host}/team/gated:0" }}
+---
+apiVersion: apps/v1
+kind: Deployment
 metadata: {{ name: web, namespace: {NAMESPACE}, labels: {{ app: web }} }}
 spec:
   replicas: 1
@@ -72,7 +84,27 @@ spec:
     )
 }
 
+/// A smoke test that no node will ever run: it fails on its deadline
+/// unless the test marks it complete first.
+const SMOKE_JOB: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {}
+spec:
+  activeDeadlineSeconds: 5
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: smoke
+          image: $IMAGE
+          args: ["--self-test"]
+"#;
+
 fn berth_config(kubeconfig: &Path) -> String {
+    let smoke = kubeconfig.with_file_name("smoke-job.yaml");
+    std::fs::write(&smoke, SMOKE_JOB).unwrap();
     format!(
         r#"
 [events]
@@ -101,13 +133,22 @@ namespace = "{NAMESPACE}"
 selector = "app=web"
 
 [[deploy.rules]]
+name = "gated"
+repository = "team/gated"
+smoke_job = "{}"
+[[deploy.rules.targets]]
+namespace = "{NAMESPACE}"
+name = "gated"
+
+[[deploy.rules]]
 name = "ghost"
 repository = "team/ghost"
 [[deploy.rules.targets]]
 namespace = "{NAMESPACE}"
 name = "ghost"
 "#,
-        kubeconfig.display()
+        kubeconfig.display(),
+        smoke.display()
     )
 }
 
@@ -258,7 +299,52 @@ fn pushes_roll_deployments_onto_the_pushed_digest() {
         "{log}"
     );
 
-    // 6. The API server is down when the push comes: the deploy fails,
+    // 6. A smoke-test Job gates the rollout: one that fails stops it, one
+    //    that succeeds lets it go ahead.
+    let bad = Image::generate(work.path(), "gated1", "1", 1, 2000);
+    skopeo_push(&bad, &format!("{host}/team/gated:1"));
+    let failed = wait_deploy(&b, "gated", "1", |d| d["state"] == "failed");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("smoke-test Job"),
+        "{failed}"
+    );
+    let jobs = cluster.get_json(&["jobs", "-n", NAMESPACE, "-l", "berth.dev/rule=gated"]);
+    let job = &jobs["items"][0];
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{host}/team/gated@{}", bad.manifest_digest),
+        "the Job tests the pushed digest"
+    );
+    let gated = cluster.get_json(&["deployment", "gated", "-n", NAMESPACE]);
+    assert_eq!(
+        container_image(&gated, "gated"),
+        format!("{host}/team/gated:0")
+    );
+
+    let good = Image::generate(work.path(), "gated2", "2", 1, 2000);
+    skopeo_push(&good, &format!("{host}/team/gated:2"));
+    let job_name = format!("berth-gated-{}", &good.manifest_digest[7..19]);
+    cluster.wait_for("the smoke-test Job", &["jobs", "-n", NAMESPACE], |list| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["metadata"]["name"] == job_name.as_str())
+    });
+    // No node runs it, so the test stands in for the Job controller.
+    mark_job_complete(&cluster, &job_name);
+    let pinned_gated = format!("{host}/team/gated@{}", good.manifest_digest);
+    cluster.wait_for(
+        "gated patched",
+        &["deployment", "gated", "-n", NAMESPACE],
+        |d| container_image(d, "gated") == pinned_gated,
+    );
+    wait_deploy(&b, "gated", "2", |d| d["state"] == "succeeded");
+
+    // 7. The API server is down when the push comes: the deploy fails,
     //    is retried, and goes through once the server is back, even
     //    across a berth restart.
     let stopped = cluster.stop_apiserver();
@@ -274,6 +360,29 @@ fn pushes_roll_deployments_onto_the_pushed_digest() {
         |d| container_image(d, "app") == pinned125,
     );
     wait_deploy(&b, "app", "1.2.5", |d| d["state"] == "succeeded");
+}
+
+/// Sets a Job's Complete condition through the status subresource, as the
+/// Job controller would once its pod succeeded.
+fn mark_job_complete(cluster: &Cluster, name: &str) {
+    let url = format!(
+        "{}/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}/status",
+        cluster.var("KUBE_APISERVER")
+    );
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let patch = serde_json::json!({ "status": {
+        "succeeded": 1,
+        "completionTime": now,
+        "conditions": [{ "type": "Complete", "status": "True", "lastProbeTime": now, "lastTransitionTime": now }]
+    }});
+    ok(Command::new("curl")
+        .args(["-sSf", "-X", "PATCH", "--cacert", cluster.var("KUBE_CA")])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", cluster.var("KUBE_TOKEN")),
+        ])
+        .args(["-H", "Content-Type: application/merge-patch+json"])
+        .args(["--data", &patch.to_string(), &url]));
 }
 
 #[test]

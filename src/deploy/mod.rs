@@ -31,6 +31,8 @@ pub const FIELD_MANAGER: &str = "berth";
 /// Annotations berth leaves on a workload it rolled out.
 pub const TAG_ANNOTATION: &str = "berth.dev/tag";
 pub const DIGEST_ANNOTATION: &str = "berth.dev/digest";
+/// Label on the smoke-test Jobs berth makes, naming their rule.
+pub const RULE_LABEL: &str = "berth.dev/rule";
 /// How often a rollout's status is read.
 const ROLLOUT_POLL: Duration = Duration::from_secs(1);
 
@@ -121,6 +123,16 @@ impl RuleSink {
             &self.registry_host
         };
         let image = format!("{host}/{}@{digest}", event.repository);
+        if let Some(template) = &self.rule.smoke_job
+            && let Err(reason) = self.smoke_test(template, event, digest, &image).await
+        {
+            // The test ran and failed: a retry would only fail again.
+            for target in &self.rule.targets {
+                self.record_failure(event, target, &describe(target), &image, &reason)
+                    .await;
+            }
+            return Ok(format!("not rolled out: {reason}"));
+        }
         let mut done = Vec::new();
         let mut failures = Vec::new();
         for target in &self.rule.targets {
@@ -322,6 +334,90 @@ impl RuleSink {
             patched.metadata.generation,
         ));
         Ok(format!("{}/{name}: patched", target.namespace))
+    }
+
+    /// Runs the rule's smoke-test Job for this push and waits for it.
+    /// The Job's name derives from the rule and digest, so a retry after a
+    /// restart finds the Job already made instead of making another.
+    async fn smoke_test(
+        &self,
+        template: &Value,
+        event: &Event,
+        digest: &str,
+        image: &str,
+    ) -> Result<(), String> {
+        let mut job = template.clone();
+        let namespace = job["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| self.rule.targets.first().map(|t| t.namespace.clone()))
+            .ok_or("the smoke-test Job has no namespace")?;
+        let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+        let rule_part: String = self.rule.name.chars().take(30).collect();
+        let name = format!("berth-{rule_part}-{}", &hex[..hex.len().min(12)]).to_lowercase();
+        job["metadata"]["name"] = json!(name);
+        job["metadata"]["namespace"] = json!(namespace);
+        job["metadata"]["labels"][RULE_LABEL] = json!(self.rule.name);
+        job["metadata"]["annotations"][TAG_ANNOTATION] = json!(event.tag);
+        if let Some(containers) = job
+            .pointer_mut("/spec/template/spec/containers")
+            .and_then(Value::as_array_mut)
+        {
+            for c in containers.iter_mut().filter(|c| c["image"] == "$IMAGE") {
+                c["image"] = json!(image);
+            }
+        }
+        let gvk = GroupVersionKind::gvk("batch", "v1", "Job");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.cluster.client.clone(),
+            &namespace,
+            &ApiResource::from_gvk(&gvk),
+        );
+        let object: DynamicObject =
+            serde_json::from_value(job).map_err(|e| format!("the smoke-test Job: {e}"))?;
+        let params = kube::api::PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.create(&params, &object).await {
+            Ok(_) => {}
+            // Made by an earlier attempt at this same push.
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(format!("creating smoke-test Job {namespace}/{name}: {e}")),
+        }
+        let deadline = Instant::now() + self.rule.timeout;
+        loop {
+            let job = api
+                .get(&name)
+                .await
+                .map_err(|e| format!("reading smoke-test Job {namespace}/{name}: {e}"))?;
+            let conditions = job.data["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let holds = |kind: &str| {
+                conditions
+                    .iter()
+                    .find(|c| c["type"] == kind && c["status"] == "True")
+                    .cloned()
+            };
+            if holds("Complete").is_some() {
+                return Ok(());
+            }
+            if let Some(failed) = holds("Failed") {
+                return Err(format!(
+                    "smoke-test Job {namespace}/{name} failed: {}",
+                    failed["reason"].as_str().unwrap_or("no reason given")
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "smoke-test Job {namespace}/{name} did not finish within {:?}",
+                    self.rule.timeout
+                ));
+            }
+            tokio::time::sleep(ROLLOUT_POLL).await;
+        }
     }
 
     /// Why this push should not roll onto the workload, if it should not.

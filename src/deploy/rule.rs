@@ -62,6 +62,8 @@ pub struct DeployRule {
     pub rollback_on_failure: bool,
     /// How long a rollout may take before it counts as timed out.
     pub timeout: Duration,
+    /// A Job to run, and see succeed, before rolling out.
+    pub smoke_job: Option<serde_json::Value>,
     pub targets: Vec<Target>,
 }
 
@@ -106,6 +108,18 @@ impl DeployRule {
             allow_downgrade: c.allow_downgrade,
             rollback_on_failure: c.rollback_on_failure,
             timeout: Duration::from_secs(c.timeout_seconds.max(1)),
+            smoke_job: if c.smoke_job.as_os_str().is_empty() {
+                None
+            } else {
+                let text = std::fs::read_to_string(&c.smoke_job)
+                    .map_err(|e| context("smoke_job", format!("{}: {e}", c.smoke_job.display())))?;
+                let job: serde_json::Value = serde_saphyr::from_str(&text)
+                    .map_err(|e| context("smoke_job", format!("{}: {e}", c.smoke_job.display())))?;
+                if job["kind"] != "Job" {
+                    return Err(context("smoke_job", "the manifest is not a Job".into()));
+                }
+                Some(job)
+            },
             targets,
         })
     }
@@ -167,6 +181,7 @@ mod tests {
             allow_downgrade: false,
             rollback_on_failure: false,
             timeout: Duration::from_secs(60),
+            smoke_job: None,
             targets: vec![],
         }
     }

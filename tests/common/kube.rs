@@ -12,6 +12,8 @@ use serde_json::Value;
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub env: HashMap<String, String>,
+    /// API servers the test started again after stopping the first.
+    restarted: std::sync::Mutex<Vec<std::process::Child>>,
 }
 
 fn script() -> PathBuf {
@@ -46,7 +48,11 @@ impl Cluster {
                 )
             })
             .collect();
-        Cluster { dir, env }
+        Cluster {
+            dir,
+            env,
+            restarted: Default::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -222,6 +228,7 @@ impl StoppedApiserver {
         let mut pids = std::fs::read_to_string(self.dir.join("pids")).unwrap();
         pids.push_str(&format!("kube-apiserver {}\n", child.id()));
         std::fs::write(self.dir.join("pids"), pids).unwrap();
+        cluster.restarted.lock().unwrap().push(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let ready = Command::new(cluster.var("KUBECTL"))
@@ -248,5 +255,10 @@ impl Drop for Cluster {
             .arg(script())
             .args(["stop", self.dir.path().to_str().unwrap()])
             .status();
+        // Stopped above through the pid file; reap them.
+        for mut child in self.restarted.lock().unwrap().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
