@@ -870,3 +870,34 @@ async fn deletes_can_be_turned_off() {
         assert_eq!(r.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn reads_after_a_tag_moves_or_a_delete_see_the_change() {
+    // Manifests and blob sizes are answered from memory after the first
+    // read; every write must make the next read see it.
+    let b = Berth::start();
+    let c = Client::new();
+    let first = common::push::push_tagged(&c, &b, "cache/app", "latest").await;
+    let r = get(&c, &b, "/v2/cache/app/manifests/latest").await;
+    assert_eq!(header(&r, "docker-content-digest"), first);
+    let second = common::push::push_tagged(&c, &b, "cache/app", "latest").await;
+    let r = get(&c, &b, "/v2/cache/app/manifests/latest").await;
+    assert_eq!(header(&r, "docker-content-digest"), second);
+
+    let r = get(&c, &b, format!("/v2/cache/app/manifests/{second}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = delete(&c, &b, format!("/v2/cache/app/manifests/{second}")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = get(&c, &b, format!("/v2/cache/app/manifests/{second}")).await;
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+    let r = get(&c, &b, "/v2/cache/app/manifests/latest").await;
+    expect_error(r, StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN").await;
+
+    let blob = push_blob(&c, &b, "cache/app", b"cached blob").await;
+    let r = head(&c, &b, format!("/v2/cache/app/blobs/{blob}")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = delete(&c, &b, format!("/v2/cache/app/blobs/{blob}")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = head(&c, &b, format!("/v2/cache/app/blobs/{blob}")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

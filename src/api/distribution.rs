@@ -93,7 +93,7 @@ async fn route(
             let body = if m == Method::HEAD {
                 Body::empty()
             } else {
-                Body::from(manifest.content)
+                Body::from(manifest.content.clone())
             };
             Ok(with_headers(StatusCode::OK, headers, body))
         }

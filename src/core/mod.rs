@@ -5,6 +5,7 @@ pub mod error;
 pub mod hashing;
 pub mod manifest;
 pub mod names;
+mod read_cache;
 mod registry;
 mod upload_locks;
 

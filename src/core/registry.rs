@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
+use crate::core::read_cache::ReadCache;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::events::{Action, Event, Origin};
@@ -34,6 +35,7 @@ pub struct Registry {
     upload_locks: UploadLocks,
     /// Woken after each event is committed, so delivery starts at once.
     events_written: Arc<Notify>,
+    cache: ReadCache,
 }
 
 /// An inclusive byte range of a blob.
@@ -65,6 +67,7 @@ impl Registry {
             limits,
             upload_locks: UploadLocks::default(),
             events_written: Arc::new(Notify::new()),
+            cache: ReadCache::new(),
         }
     }
 
@@ -231,10 +234,18 @@ impl Registry {
 
     /// The size of a blob visible in `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        self.meta
+        if let Some(size) = self.cache.blob_size(repo.as_str(), digest.as_str()) {
+            return Ok(size);
+        }
+        let ticket = self.cache.ticket();
+        let size = self
+            .meta
             .blob_in_repository(repo, digest)
             .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        self.cache
+            .put_blob_size(ticket, repo.as_str(), digest.as_str(), size);
+        Ok(size)
     }
 
     /// Opens a blob of `repo` for reading, whole or the part `range` selects.
@@ -307,6 +318,7 @@ impl Registry {
         event.size = Some(body.len() as u64);
         event.tag = tag.map(|t| t.as_str().to_owned());
         self.meta.put_manifest(repo, &record, tag, &event).await?;
+        self.cache.forget_manifests(repo.as_str());
         self.events_written.notify_one();
         Ok(ManifestPushed {
             digest,
@@ -341,13 +353,24 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         pulled_by: Option<&Origin>,
-    ) -> Result<ManifestRow> {
-        let row = match reference {
-            Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
-            Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
+    ) -> Result<Arc<ManifestRow>> {
+        let key = reference.to_string();
+        let row = match self.cache.manifest(repo.as_str(), &key) {
+            Some(row) => row,
+            None => {
+                let ticket = self.cache.ticket();
+                let row = match reference {
+                    Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
+                    Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
+                };
+                let row = Arc::new(row.ok_or_else(|| {
+                    RegistryError::ManifestUnknown(format!("{repo}:{reference}"))
+                })?);
+                self.cache
+                    .put_manifest(ticket, repo.as_str(), &key, row.clone());
+                row
+            }
         };
-        let row =
-            row.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{reference}")))?;
         if let (true, Some(origin)) = (self.limits.record_pulls, pulled_by) {
             let mut event = Event::new(Action::Pull, repo.as_str(), origin);
             event.digest = Some(row.digest.to_string());
@@ -394,6 +417,7 @@ impl Registry {
             }
         };
         if deleted {
+            self.cache.forget_manifests(repo.as_str());
             self.events_written.notify_one();
             Ok(())
         } else {
@@ -407,6 +431,7 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.check_deletes_enabled()?;
         if self.meta.unlink_blob(repo, digest).await? {
+            self.cache.forget_blob(repo.as_str(), digest.as_str());
             Ok(())
         } else {
             Err(RegistryError::BlobUnknown(digest.clone()))

@@ -36,7 +36,7 @@ pub struct UploadRow {
 pub struct ManifestRow {
     pub digest: Digest,
     pub media_type: String,
-    pub content: Vec<u8>,
+    pub content: bytes::Bytes,
 }
 
 /// A manifest that names another as its subject.
@@ -318,7 +318,7 @@ impl MetaStore {
         Ok(row.map(|r| ManifestRow {
             digest: digest.clone(),
             media_type: r.get(0),
-            content: r.get(1),
+            content: r.get::<Vec<u8>, _>(1).into(),
         }))
     }
 
@@ -336,7 +336,7 @@ impl MetaStore {
             Ok(ManifestRow {
                 digest: parse_digest(r.get(0))?,
                 media_type: r.get(1),
-                content: r.get(2),
+                content: r.get::<Vec<u8>, _>(2).into(),
             })
         })
         .transpose()
