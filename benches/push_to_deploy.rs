@@ -76,6 +76,7 @@ async fn main() {
         latencies.push(seen.saturating_duration_since(answered));
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let pick = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
