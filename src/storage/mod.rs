@@ -31,8 +31,10 @@ use crate::core::hashing::{UploadHasher, hash_reader};
 use crate::core::names::Digest;
 use crate::core::{BodyStream, RegistryError, Result};
 
-/// How many body chunks may wait between the network and the disk writer.
-const WRITE_QUEUE: usize = 32;
+/// How many body chunks may wait between the network and the hashing and
+/// writing threads. Chunks run to a few hundred KiB, so this bounds each
+/// upload's buffered bytes to a few MiB; more buys no speed.
+const WRITE_QUEUE: usize = 8;
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -75,8 +77,9 @@ impl BlobStore {
     }
 
     /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
-    /// and syncs. Receiving from the network and hashing+writing run on two
-    /// threads, so neither waits for the other.
+    /// and syncs. Receiving from the network, hashing and writing run on
+    /// three threads, so none waits for the others: one stream is not held
+    /// to one core. Chunks are shared between them, not copied.
     pub async fn append(
         &self,
         upload: &str,
@@ -86,18 +89,24 @@ impl BlobStore {
     ) -> Result<Appended> {
         let path = self.upload_path(upload);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<Appended> {
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = hash_rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
             let mut file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(offset)?;
             file.seek(SeekFrom::Start(offset))?;
             let mut written = 0u64;
             while let Some(chunk) = rx.blocking_recv() {
-                hasher.update(&chunk);
                 file.write_all(&chunk)?;
                 written += chunk.len() as u64;
             }
             file.sync_data()?;
-            Ok(Appended { written, hasher })
+            Ok(written)
         });
 
         let mut body_error = None;
@@ -106,7 +115,7 @@ impl BlobStore {
                 Ok(chunk) => {
                     // A send fails only when the writer stopped on an I/O
                     // error, which its result reports below.
-                    if tx.send(chunk).await.is_err() {
+                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
                         break;
                     }
                 }
@@ -117,16 +126,20 @@ impl BlobStore {
             }
         }
         drop(tx);
-        let appended = writer
+        drop(hash_tx);
+        let written = writer
             .await
             .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
                 _ => RegistryError::from(e),
             })?;
+        let hasher = hashing
+            .await
+            .map_err(|e| RegistryError::Internal(format!("upload hasher: {e}")))?;
         match body_error {
             Some(e) => Err(RegistryError::BodyRead(e)),
-            None => Ok(appended),
+            None => Ok(Appended { written, hasher }),
         }
     }
 
