@@ -391,34 +391,32 @@ impl TokenVerifier {
     }
 }
 
+/// The algorithms a key of each public-key family may sign with.
+const EC_ALGORITHMS: &[Algorithm] = &[Algorithm::ES256, Algorithm::ES384];
+const RSA_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
 /// An EC or RSA public key in PEM, with the algorithms of its family.
 fn pem_key(pem: &[u8]) -> Option<(DecodingKey, Vec<Algorithm>)> {
     if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        return Some((key, vec![Algorithm::ES256, Algorithm::ES384]));
+        return Some((key, EC_ALGORITHMS.to_vec()));
     }
-    let rsa = vec![
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ];
-    DecodingKey::from_rsa_pem(pem).ok().map(|key| (key, rsa))
+    DecodingKey::from_rsa_pem(pem)
+        .ok()
+        .map(|key| (key, RSA_ALGORITHMS.to_vec()))
 }
 
 fn family_algorithms(jwk: &jsonwebtoken::jwk::Jwk) -> Vec<Algorithm> {
     use jsonwebtoken::jwk::AlgorithmParameters as P;
     match &jwk.algorithm {
-        P::EllipticCurve(_) => vec![Algorithm::ES256, Algorithm::ES384],
-        P::RSA(_) => vec![
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ],
+        P::EllipticCurve(_) => EC_ALGORITHMS.to_vec(),
+        P::RSA(_) => RSA_ALGORITHMS.to_vec(),
         _ => vec![],
     }
 }
