@@ -13,7 +13,7 @@ use berth::meta::MetaStore;
 #[derive(Parser)]
 #[command(
     name = "berth",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("BERTH_GIT_REVISION"), ")"),
     about = "A self-hosted OCI container registry"
 )]
 struct Cli {
