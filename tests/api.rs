@@ -901,3 +901,32 @@ async fn reads_after_a_tag_moves_or_a_delete_see_the_change() {
     let r = head(&c, &b, format!("/v2/cache/app/blobs/{blob}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn probes_answer_without_credentials_and_requests_carry_ids() {
+    let b = Berth::start_secure("");
+    let c = Client::new();
+    let r = c.get(b.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let r = c.get(b.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], true, "{body}");
+    assert_eq!(body["checks"]["metadata"], "ok");
+    assert_eq!(body["checks"]["blobs"], "ok");
+
+    // Every answer names its request, refusals included; an id the client
+    // sent is kept.
+    let r = c.get(b.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let id = header(&r, "x-request-id").to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let r = c
+        .get(b.url("/v2/"))
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-request-id"), "trace-42");
+}

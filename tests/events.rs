@@ -164,6 +164,7 @@ async fn a_push_reaches_the_webhook_signed_in_the_distribution_envelope() {
         format!("http://{}/v2/team/app/manifests/{digest}", b.host)
     );
     assert_eq!(event["request"]["method"], "PUT");
+    assert!(!event["request"]["id"].as_str().unwrap().is_empty());
     assert!(!event["id"].as_str().unwrap().is_empty());
     assert!(!event["source"]["instanceID"].as_str().unwrap().is_empty());
 

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod distribution;
 pub mod endpoint;
 pub mod errors;
+pub mod ops;
 mod unread_body;
 
 use std::sync::Arc;
@@ -12,7 +13,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue};
-use axum::routing::any;
+use axum::routing::{any, get};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -32,6 +34,8 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .route("/auth/token", any(auth::token))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
@@ -44,6 +48,24 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("registry/2.0"),
         ))
         .layer(axum::middleware::from_fn(unread_body::close_if_unread))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Every request gets an id (or keeps the one it came with), which
+        // the log lines, the response and the events it causes all carry.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        id,
+        method = %request.method(),
+        uri = %request.uri(),
+    )
 }

@@ -75,6 +75,25 @@ impl Registry {
         &self.limits
     }
 
+    /// Whether the metadata store answers and blob storage takes writes:
+    /// each part's name and, if it failed, why.
+    pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![
+            (
+                "metadata",
+                self.meta.ping().await.err().map(|e| e.to_string()),
+            ),
+            (
+                "blobs",
+                self.blobs
+                    .check_writable()
+                    .await
+                    .err()
+                    .map(|e| e.to_string()),
+            ),
+        ]
+    }
+
     /// Notified whenever an event was written to the outbox.
     pub fn events_written(&self) -> Arc<Notify> {
         self.events_written.clone()

@@ -57,6 +57,18 @@ impl BlobStore {
         })
     }
 
+    /// Whether blobs can be written: creates, syncs and removes a probe
+    /// file where uploads go.
+    pub async fn check_writable(&self) -> Result<()> {
+        let probe = self.upload_path(&format!(".ready-{}", uuid::Uuid::new_v4()));
+        blocking(move || {
+            let file = File::create(&probe)?;
+            file.sync_all()?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+    }
+
     fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root
