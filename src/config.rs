@@ -17,6 +17,9 @@ pub struct Config {
     /// Whether clients may delete manifests, tags and blobs. When false,
     /// deletes answer 405 UNSUPPORTED.
     pub delete_enabled: bool,
+    /// Log lines as `text` (for people) or `json` (one object per line,
+    /// for log collectors).
+    pub log_format: String,
     /// Limits on what clients may send.
     pub limits: Limits,
     /// Who may do what: accounts, tokens, anonymous access.
@@ -256,6 +259,7 @@ impl Default for Config {
             listen: "0.0.0.0:8888".parse().expect("valid default address"),
             data_dir: PathBuf::from("./data"),
             delete_enabled: true,
+            log_format: "text".into(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
@@ -291,6 +295,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.log_format == "text" || self.log_format == "json",
+            "log_format must be \"text\" or \"json\", not {:?}",
+            self.log_format
+        );
         anyhow::ensure!(
             self.limits.max_manifest_bytes >= 1024,
             "limits.max_manifest_bytes must be at least 1024"
@@ -359,6 +368,7 @@ mod tests {
         assert_eq!(shipped.listen, defaults.listen);
         assert_eq!(shipped.data_dir, defaults.data_dir);
         assert_eq!(shipped.delete_enabled, defaults.delete_enabled);
+        assert_eq!(shipped.log_format, defaults.log_format);
         assert_eq!(
             shipped.limits.max_manifest_bytes,
             defaults.limits.max_manifest_bytes

@@ -151,18 +151,22 @@ async fn main_async() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "berth=info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     let mut config = match &cli.place.config {
         Some(path) => Config::load(path, true)?,
         None => Config::load("config.toml".as_ref(), false)?,
     };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "berth=info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     if let Some(dir) = cli.place.data_dir {
         config.data_dir = dir;
     }

@@ -930,3 +930,56 @@ async fn probes_answer_without_credentials_and_requests_carry_ids() {
         .unwrap();
     assert_eq!(header(&r, "x-request-id"), "trace-42");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id() {
+    use std::io::{BufRead, BufReader, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "log_format = \"json\"\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "berth=info,tower_http=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.split_whitespace().nth(3).unwrap().to_owned();
+    let r = Client::new()
+        .get(format!("{url}/v2/"))
+        .header("x-request-id", "json-logs-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    child.wait().unwrap();
+    // Every line is one JSON object (the admin-password banner aside).
+    let objects: Vec<Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["span"]["id"] == "json-logs-1" && o["span"]["uri"] == "/v2/"),
+        "{stderr}"
+    );
+}
