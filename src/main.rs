@@ -69,6 +69,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Put a deploy rule's workloads back on the image they ran before
+    /// berth's last rollout, or on a given digest.
+    Rollback {
+        /// The deploy rule's name.
+        rule: String,
+        /// A digest of the rule's repository to roll onto instead.
+        #[arg(long, value_name = "DIGEST")]
+        to: Option<String>,
+    },
     /// The event delivery log (webhooks and deploy rules), newest first.
     Deliveries {
         #[arg(long, default_value_t = 20)]
@@ -376,6 +385,35 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
                         r.message
                     );
                 }
+            }
+        }
+        Command::Rollback { rule, to } => {
+            let rule_config = config
+                .deploy
+                .rules
+                .iter()
+                .find(|r| r.name == rule)
+                .ok_or_else(|| anyhow::anyhow!("no deploy rule named {rule:?} in the config"))?;
+            if let Some(digest) = &to {
+                digest
+                    .parse::<berth::core::names::Digest>()
+                    .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            }
+            let cluster = std::sync::Arc::new(
+                berth::deploy::Cluster::connect(&config.deploy.kubeconfig).await?,
+            );
+            let sink = berth::deploy::RuleSink::new(
+                berth::deploy::rule::DeployRule::from_config(rule_config)?,
+                cluster,
+                meta.clone(),
+                &config.deploy.registry_host,
+            );
+            for line in sink
+                .rollback(to.as_deref())
+                .await
+                .map_err(anyhow::Error::msg)?
+            {
+                println!("{line}");
             }
         }
         Command::Deliveries { limit } => {

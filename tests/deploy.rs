@@ -360,6 +360,34 @@ fn pushes_roll_deployments_onto_the_pushed_digest() {
         |d| container_image(d, "app") == pinned125,
     );
     wait_deploy(&b, "app", "1.2.5", |d| d["state"] == "succeeded");
+
+    // 8. Rolling back by hand puts the image before the last rollout back,
+    //    and a given digest on request; both are recorded.
+    let out = b.manage(&["rollback", "app"]);
+    assert!(out.contains("rolled back by hand"), "{out}");
+    let app = cluster.get_json(&["deployment", "app", "-n", NAMESPACE]);
+    assert_eq!(container_image(&app, "app"), pinned, "back on 1.2.4");
+    let to = &v125.manifest_digest;
+    b.manage(&["rollback", "app", "--to", to]);
+    let app = cluster.get_json(&["deployment", "app", "-n", NAMESPACE]);
+    assert_eq!(container_image(&app, "app"), pinned125);
+    let records = deploys(&b);
+    let rollbacks: Vec<&Value> = records
+        .iter()
+        .filter(|d| d["state"] == "rolled_back" && d["rule"] == "app")
+        .collect();
+    assert_eq!(rollbacks.len(), 2, "{records:#?}");
+    assert_eq!(rollbacks[0]["new_image"], pinned125);
+    assert_eq!(rollbacks[1]["new_image"], pinned);
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["rollback", "nope", "--data-dir"])
+        .arg(b.data_dir())
+        .arg("--config")
+        .arg(b.data_dir().join("config.toml"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no deploy rule named"));
 }
 
 /// Sets a Job's Complete condition through the status subresource, as the

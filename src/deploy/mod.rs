@@ -420,6 +420,78 @@ impl RuleSink {
         }
     }
 
+    /// Puts each target workload back on the image it ran before its last
+    /// deploy under this rule, or on `to` (a digest of the same
+    /// repository), and records it. What `kubectl rollout undo` does, but
+    /// onto a pinned digest and with the history in berth.
+    pub async fn rollback(&self, to: Option<&str>) -> Result<Vec<String>, String> {
+        let mut done = Vec::new();
+        for target in &self.rule.targets {
+            for name in self.names(target).await? {
+                let api = self.cluster.api(target.kind, &target.namespace);
+                let object = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("reading {} {name}: {e}", target.kind.as_str()))?;
+                let last = self
+                    .meta
+                    .last_successful_deploy(&target.namespace, target.kind.as_str(), &name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .filter(|d| d.rule == self.rule.name)
+                    .ok_or_else(|| {
+                        format!("{}/{name}: berth never rolled it out", target.namespace)
+                    })?;
+                let image = match to {
+                    Some(digest) => {
+                        let base = last.new_image.split('@').next().unwrap_or(&last.new_image);
+                        format!("{base}@{digest}")
+                    }
+                    None => last.old_image.clone().ok_or_else(|| {
+                        format!("{}/{name}: no earlier image recorded", target.namespace)
+                    })?,
+                };
+                let names: Vec<&str> = last.container.split(',').collect();
+                let current = containers(&object.data)
+                    .into_iter()
+                    .find(|(c, _)| c == names[0])
+                    .map(|(_, image)| image);
+                let params = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..PatchParams::default()
+                };
+                let patch = image_patch(&names, &image, None, to);
+                let (state, message) =
+                    match api.patch(&name, &params, &Patch::Strategic(patch)).await {
+                        Ok(_) => ("rolled_back", format!("rolled back by hand to {image}")),
+                        Err(e) => ("failed", format!("rolling back to {image}: {e}")),
+                    };
+                let row = NewDeploy {
+                    event_seq: last.event_seq,
+                    rule: &self.rule.name,
+                    namespace: &target.namespace,
+                    kind: target.kind.as_str(),
+                    name: &name,
+                    container: &last.container,
+                    tag: None,
+                    old_image: current.as_deref(),
+                    new_image: &image,
+                    state,
+                    message: &message,
+                };
+                self.meta
+                    .insert_deploy(&row)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if state == "failed" {
+                    return Err(format!("{}/{name}: {message}", target.namespace));
+                }
+                done.push(format!("{}/{name}: {message}", target.namespace));
+            }
+        }
+        Ok(done)
+    }
+
     /// Why this push should not roll onto the workload, if it should not.
     async fn skip_reason(
         &self,
