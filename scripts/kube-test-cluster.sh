@@ -65,7 +65,7 @@
 #     there and would only fill the log with errors every 10 s).
 #     Log DIR/kube-apiserver.log
 #   - kube-controller-manager, no HTTP(S) serving, controllers
-#     $BERTH_KUBE_CONTROLLERS (default deployment,replicaset,serviceaccount,
+#     $BERTH_KUBE_CONTROLLERS (default deployment,replicaset,statefulset,daemonset,serviceaccount,
 #     serviceaccount-token,namespace,garbagecollector,job). namespace and
 #     garbagecollector are there so that deleting a namespace or a Deployment
 #     completes. Log DIR/kube-controller-manager.log
@@ -101,7 +101,7 @@ KUBE_COMMIT=faecb196815e248d3ecfb03c680a4507229c2a56   # upstream v1.20.2
 CACHE=${BERTH_KUBE_CACHE:-/var/tmp/berth-kube/bin}
 WORK=${BERTH_KUBE_WORK:-/var/tmp/berth-kube/work}
 WAIT=${BERTH_KUBE_WAIT:-60}
-CONTROLLERS=${BERTH_KUBE_CONTROLLERS:-deployment,replicaset,serviceaccount,serviceaccount-token,namespace,garbagecollector,job}
+CONTROLLERS=${BERTH_KUBE_CONTROLLERS:-deployment,replicaset,statefulset,daemonset,serviceaccount,serviceaccount-token,namespace,garbagecollector,job}
 BINS=(kube-apiserver kube-controller-manager kubectl)
 
 log() { echo "kube-test-cluster: $*" >&2; }

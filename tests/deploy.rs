@@ -57,6 +57,30 @@ spec:
         - {{ name: proxy, image: "envoy:1" }}
 ---
 apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{ name: db, namespace: {NAMESPACE} }}
+spec:
+  replicas: 0
+  serviceName: db
+  selector: {{ matchLabels: {{ app: db }} }}
+  template:
+    metadata: {{ labels: {{ app: db }} }}
+    spec:
+      containers:
+        - {{ name: db, image: "{host}/team/infra:0" }}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{ name: agent, namespace: {NAMESPACE} }}
+spec:
+  selector: {{ matchLabels: {{ app: agent }} }}
+  template:
+    metadata: {{ labels: {{ app: agent }} }}
+    spec:
+      containers:
+        - {{ name: agent, image: "{host}/team/infra:0" }}
+---
+apiVersion: apps/v1
 kind: Deployment
 metadata: {{ name: gated, namespace: {NAMESPACE} }}
 spec:
@@ -131,6 +155,19 @@ timeout_seconds = 60
 [[deploy.rules.targets]]
 namespace = "{NAMESPACE}"
 selector = "app=web"
+
+[[deploy.rules]]
+name = "infra"
+repository = "team/infra"
+timeout_seconds = 60
+[[deploy.rules.targets]]
+namespace = "{NAMESPACE}"
+kind = "StatefulSet"
+name = "db"
+[[deploy.rules.targets]]
+namespace = "{NAMESPACE}"
+kind = "DaemonSet"
+name = "agent"
 
 [[deploy.rules]]
 name = "gated"
@@ -271,6 +308,39 @@ fn pushes_roll_deployments_onto_the_pushed_digest() {
         &["deployment", "web", "-n", NAMESPACE],
         |d| container_image(d, "web") == format!("{host}/team/web:0.9"),
     );
+
+    // 4b. StatefulSets and DaemonSets roll the same way.
+    let infra = Image::generate(work.path(), "infra1", "1", 1, 2000);
+    skopeo_push(&infra, &format!("{host}/team/infra:1"));
+    let pinned_infra = format!("{host}/team/infra@{}", infra.manifest_digest);
+    for (kind, name) in [("statefulset", "db"), ("daemonset", "agent")] {
+        cluster.wait_for(
+            &format!("{kind} {name} patched"),
+            &[kind, name, "-n", NAMESPACE],
+            |w| container_image(w, name) == pinned_infra,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let all = deploys(&b);
+        let done: Vec<&Value> = all
+            .iter()
+            .filter(|d| d["rule"] == "infra" && d["state"] == "succeeded")
+            .collect();
+        if done.len() == 2 {
+            let kinds: Vec<&str> = done.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+            assert!(
+                kinds.contains(&"StatefulSet") && kinds.contains(&"DaemonSet"),
+                "{kinds:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "infra rollouts did not finish: {all:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 
     // 5. A target that does not exist: recorded, and retried.
     let ghost = Image::generate(work.path(), "ghost", "1", 1, 2000);
