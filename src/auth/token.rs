@@ -309,12 +309,7 @@ impl TokenVerifier {
             true,
         )];
         for ext in external {
-            if let Some(path) = ext.public_key {
-                let pem = std::fs::read(path)
-                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-                let (key, algorithms) = pem_key(&pem).ok_or_else(|| {
-                    anyhow::anyhow!("{}: not an EC or RSA public key", path.display())
-                })?;
+            let mut trust = |key, algorithms| {
                 keys.push(TrustedKey::new(
                     key,
                     algorithms,
@@ -322,6 +317,14 @@ impl TokenVerifier {
                     ext.audience,
                     false,
                 ));
+            };
+            if let Some(path) = ext.public_key {
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                let (key, algorithms) = pem_key(&pem).ok_or_else(|| {
+                    anyhow::anyhow!("{}: not an EC or RSA public key", path.display())
+                })?;
+                trust(key, algorithms);
             }
             if let Some(path) = ext.jwks {
                 let text = std::fs::read_to_string(path)
@@ -335,14 +338,7 @@ impl TokenVerifier {
                     if algorithms.is_empty() {
                         continue;
                     }
-                    let key = DecodingKey::from_jwk(jwk)?;
-                    keys.push(TrustedKey::new(
-                        key,
-                        algorithms,
-                        ext.issuer,
-                        ext.audience,
-                        false,
-                    ));
+                    trust(DecodingKey::from_jwk(jwk)?, algorithms);
                 }
             }
         }

@@ -292,11 +292,10 @@ impl RuleSink {
             event.tag.as_deref(),
             event.digest.as_deref(),
         );
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..PatchParams::default()
-        };
-        let patched = match api.patch(name, &params, &Patch::Strategic(patch)).await {
+        let patched = match api
+            .patch(name, &patch_params(), &Patch::Strategic(patch))
+            .await
+        {
             Ok(patched) => patched,
             Err(e) => {
                 let message = format!("patching {} {name}: {e}", target.kind.as_str());
@@ -456,16 +455,14 @@ impl RuleSink {
                     .into_iter()
                     .find(|(c, _)| c == names[0])
                     .map(|(_, image)| image);
-                let params = PatchParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PatchParams::default()
-                };
                 let patch = image_patch(&names, &image, None, to);
-                let (state, message) =
-                    match api.patch(&name, &params, &Patch::Strategic(patch)).await {
-                        Ok(_) => ("rolled_back", format!("rolled back by hand to {image}")),
-                        Err(e) => ("failed", format!("rolling back to {image}: {e}")),
-                    };
+                let (state, message) = match api
+                    .patch(&name, &patch_params(), &Patch::Strategic(patch))
+                    .await
+                {
+                    Ok(_) => ("rolled_back", format!("rolled back by hand to {image}")),
+                    Err(e) => ("failed", format!("rolling back to {image}: {e}")),
+                };
                 let row = NewDeploy {
                     event_seq: last.event_seq,
                     rule: &self.rule.name,
@@ -554,6 +551,14 @@ fn containers(data: &Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Patches recorded under berth's field manager.
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
 }
 
 /// A strategic merge patch: containers merge by name, so only the image of
@@ -678,12 +683,8 @@ async fn watch_rollout(
         ("failed" | "timed_out", true, Some(old)) => {
             let containers: Vec<&str> = row.container.split(',').collect();
             let patch = image_patch(&containers, old, None, None);
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PatchParams::default()
-            };
             match api
-                .patch(&row.name, &params, &Patch::Strategic(patch))
+                .patch(&row.name, &patch_params(), &Patch::Strategic(patch))
                 .await
             {
                 Ok(_) => ("rolled_back", format!("{message}; rolled back to {old}")),
