@@ -5,35 +5,13 @@
 mod common;
 
 use common::push::{push_blob, push_image, put_manifest, random_bytes};
-use common::{Berth, sha256};
+use common::{Berth, expect_error, header, sha256};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
 use common::push::OCI_MANIFEST;
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
-        .to_str()
-        .unwrap()
-}
-
-/// Asserts an OCI error answer and returns its body.
-async fn expect_error(r: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(r.status(), status, "{r:?}");
-    assert_eq!(header(&r, "content-type"), "application/json");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], code, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
-    body
-}
 
 async fn get(c: &Client, b: &Berth, path: impl AsRef<str>) -> reqwest::Response {
     c.get(b.url(path.as_ref())).send().await.unwrap()

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 
 use base64::Engine;
-use common::{Berth, sha256};
+use common::{Berth, expect_error, header, sha256};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use reqwest::{Client, RequestBuilder, StatusCode};
@@ -62,30 +62,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn header(r: &reqwest::Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
-        .to_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Asserts an OCI error answer and returns its body.
-async fn expect_error(r: reqwest::Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(r.status(), status, "{r:?}");
-    assert_eq!(header(&r, "content-type"), "application/json");
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["code"], code, "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    body
 }
 
 /// Asserts a 401 whose challenge carries `error="<error>"`; returns the
