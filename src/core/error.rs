@@ -57,6 +57,24 @@ pub enum RegistryError {
     /// Too many wrong passwords: try again after `retry_after` seconds.
     #[error("too many failed logins; retry after {retry_after} seconds")]
     TooManyRequests { retry_after: u64 },
+    /// A push that would move a tag of a repository whose tags are
+    /// immutable.
+    #[error("tag {tag} of {repository} is immutable: it already points at {digest}")]
+    TagImmutable {
+        repository: String,
+        tag: String,
+        digest: String,
+    },
+    /// Admin input that makes no sense (a bad setting, a malformed body).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something the admin API was asked about that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A create that names something that exists, or a change to something
+    /// the config file owns.
+    #[error("{0}")]
+    Conflict(String),
     /// A path under /v2/ that names no endpoint.
     #[error("no such endpoint")]
     RouteUnknown,

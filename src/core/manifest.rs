@@ -98,6 +98,22 @@ pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest> 
     }
 }
 
+/// Whether a manifest of this type lists other manifests.
+pub fn is_index_type(media_type: &str) -> bool {
+    matches!(media_type, OCI_INDEX | DOCKER_MANIFEST_LIST)
+}
+
+/// `os/architecture[/variant]` from a platform object (an index entry's
+/// `platform`, or an image config, which has the same fields).
+pub fn platform_string(p: &serde_json::Value) -> Option<String> {
+    let os = p["os"].as_str()?;
+    let arch = p["architecture"].as_str()?;
+    Some(match p["variant"].as_str() {
+        Some(v) if !v.is_empty() => format!("{os}/{arch}/{v}"),
+        _ => format!("{os}/{arch}"),
+    })
+}
+
 fn is_manifest_type(t: &str) -> bool {
     [
         OCI_MANIFEST,

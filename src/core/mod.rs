@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod names;
 mod read_cache;
 mod registry;
+pub mod retention;
 mod upload_locks;
 
 pub use error::{RegistryError, Result};

@@ -109,6 +109,13 @@ impl ReadCache {
         self.manifests.retain(|(r, _)| r != repo);
     }
 
+    /// After `repo` was deleted with everything in it.
+    pub fn forget_repository(&self, repo: &str) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.manifests.retain(|(r, _)| r != repo);
+        self.blob_sizes.retain(|(r, _)| r != repo);
+    }
+
     /// After a blob was unlinked from `repo`.
     pub fn forget_blob(&self, repo: &str, digest: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);

@@ -4,6 +4,7 @@
 //! leaves at worst an invisible file, never a visible row without bytes.
 //! Every push and delete writes its event in the same transaction.
 
+use std::str::FromStr;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -12,6 +13,7 @@ use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
 use crate::core::read_cache::ReadCache;
+use crate::core::retention::RetentionPolicy;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::events::{Action, Event, Origin};
@@ -36,6 +38,9 @@ pub struct Registry {
     /// Woken after each event is committed, so delivery starts at once.
     events_written: Arc<Notify>,
     cache: ReadCache,
+    /// When each repository was last pulled, not yet written to the store:
+    /// a write per pull would cost more than the pull.
+    pulls: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 /// An inclusive byte range of a blob.
@@ -68,6 +73,7 @@ impl Registry {
             upload_locks: UploadLocks::default(),
             events_written: Arc::new(Notify::new()),
             cache: ReadCache::new(),
+            pulls: Default::default(),
         }
     }
 
@@ -336,9 +342,15 @@ impl Registry {
         event.media_type = Some(parsed.media_type.clone());
         event.size = Some(body.len() as u64);
         event.tag = tag.map(|t| t.as_str().to_owned());
-        self.meta.put_manifest(repo, &record, tag, &event).await?;
+        let retention = self.meta.put_manifest(repo, &record, tag, &event).await?;
         self.cache.forget_manifests(repo.as_str());
         self.events_written.notify_one();
+        if let (Some(_), Some(policy)) = (tag, retention) {
+            // The push stands whatever becomes of the policy.
+            if let Err(e) = self.apply_retention_json(repo, &policy).await {
+                tracing::warn!(repository = %repo, error = %e, "applying the retention policy");
+            }
+        }
         Ok(ManifestPushed {
             digest,
             subject: parsed.subject,
@@ -390,6 +402,9 @@ impl Registry {
                 row
             }
         };
+        if pulled_by.is_some() {
+            self.note_pull(repo.as_str());
+        }
         if let (true, Some(origin)) = (self.limits.record_pulls, pulled_by) {
             let mut event = Event::new(Action::Pull, repo.as_str(), origin);
             event.digest = Some(row.digest.to_string());
@@ -466,6 +481,167 @@ impl Registry {
         artifact_type: Option<&str>,
     ) -> Result<Vec<crate::meta::ReferrerRow>> {
         self.meta.referrers(repo, subject, artifact_type).await
+    }
+
+    // ---- administration ------------------------------------------------
+
+    fn note_pull(&self, repo: &str) {
+        let now = crate::meta::now_ms();
+        let mut pulls = self.pulls.lock().expect("pull times");
+        match pulls.get_mut(repo) {
+            Some(at) => *at = now,
+            None => {
+                pulls.insert(repo.to_owned(), now);
+            }
+        }
+    }
+
+    /// Writes the pull times noted since the last call to the store.
+    pub async fn flush_pulls(&self) -> Result<()> {
+        let pulls: Vec<(String, i64)> = {
+            let mut map = self.pulls.lock().expect("pull times");
+            map.drain().collect()
+        };
+        if !pulls.is_empty() {
+            self.meta.record_last_pulls(&pulls).await?;
+        }
+        Ok(())
+    }
+
+    /// A repository's last pull noted but not yet written, if any.
+    pub fn unflushed_pull(&self, repo: &str) -> Option<i64> {
+        self.pulls.lock().expect("pull times").get(repo).copied()
+    }
+
+    async fn apply_retention_json(&self, repo: &RepoName, policy: &str) -> Result<Vec<String>> {
+        let policy: RetentionPolicy = serde_json::from_str(policy)
+            .map_err(|e| RegistryError::Internal(format!("stored retention policy: {e}")))?;
+        self.apply_retention(repo, &policy).await
+    }
+
+    /// Deletes the tags of `repo` that `policy` lets go; returns their
+    /// names. Each deletion is a delete event by `berth:retention`.
+    pub async fn apply_retention(
+        &self,
+        repo: &RepoName,
+        policy: &RetentionPolicy,
+    ) -> Result<Vec<String>> {
+        let tags: Vec<(String, i64)> = self
+            .meta
+            .tag_rows(repo)
+            .await?
+            .into_iter()
+            .map(|t| (t.name, t.pushed_at))
+            .collect();
+        let expired = policy.expired(&tags, crate::meta::now_ms());
+        if expired.is_empty() {
+            return Ok(expired);
+        }
+        let origin = Origin {
+            actor: Some("berth:retention".into()),
+            ..Origin::default()
+        };
+        self.delete_tags(repo, &expired, &origin).await?;
+        tracing::info!(repository = %repo, tags = ?expired, "retention policy deleted tags");
+        Ok(expired)
+    }
+
+    /// Deletes tags of `repo`, writing a delete event for each; returns how
+    /// many existed. Deletes by admins and policies are not subject to
+    /// `delete_enabled`, which governs clients.
+    pub async fn delete_tags(
+        &self,
+        repo: &RepoName,
+        tags: &[String],
+        origin: &Origin,
+    ) -> Result<u64> {
+        let mut batch = Vec::with_capacity(tags.len());
+        for name in tags {
+            let tag = Tag::from_str(name)?;
+            let mut event = Event::new(Action::Delete, repo.as_str(), origin);
+            event.tag = Some(name.clone());
+            batch.push((tag, event));
+        }
+        let deleted = self.meta.delete_tags(repo, &batch).await?;
+        self.cache.forget_manifests(repo.as_str());
+        self.events_written.notify_one();
+        Ok(deleted)
+    }
+
+    /// Deletes a manifest (and its tags) on an admin's request.
+    pub async fn delete_manifest_as_admin(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        origin: &Origin,
+    ) -> Result<()> {
+        let mut event = Event::new(Action::Delete, repo.as_str(), origin);
+        event.digest = Some(digest.to_string());
+        if !self.meta.delete_manifest(repo, digest, &event).await? {
+            return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
+        }
+        self.cache.forget_manifests(repo.as_str());
+        self.events_written.notify_one();
+        Ok(())
+    }
+
+    /// Deletes a repository with all its tags and manifests, writing a
+    /// delete event per manifest.
+    pub async fn delete_repository(&self, repo: &RepoName, origin: &Origin) -> Result<()> {
+        let manifests = self.meta.manifest_summaries(repo).await?;
+        let events: Vec<Event> = manifests
+            .iter()
+            .map(|m| {
+                let mut event = Event::new(Action::Delete, repo.as_str(), origin);
+                event.digest = Some(m.digest.clone());
+                event.media_type = Some(m.media_type.clone());
+                event
+            })
+            .collect();
+        if !self.meta.delete_repository(repo, &events).await? {
+            return Err(RegistryError::NameUnknown(repo.to_string()));
+        }
+        self.cache.forget_repository(repo.as_str());
+        self.events_written.notify_one();
+        Ok(())
+    }
+
+    /// The platforms (`os/arch[/variant]`) a manifest runs on: an index's
+    /// children's, or an image's config's. Empty for artifacts.
+    pub async fn platforms(&self, media_type: &str, content: &[u8]) -> Vec<String> {
+        // Configs are small JSON; anything larger is not an image config.
+        const MAX_CONFIG: u64 = 1 << 20;
+        let json: serde_json::Value = serde_json::from_slice(content).unwrap_or_default();
+        if manifest::is_index_type(media_type) {
+            return json["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| manifest::platform_string(&m["platform"]))
+                .collect();
+        }
+        let config = &json["config"];
+        let (Some(digest), Some(size)) = (
+            config["digest"]
+                .as_str()
+                .and_then(|d| Digest::from_str(d).ok()),
+            config["size"].as_u64(),
+        ) else {
+            return Vec::new();
+        };
+        if size > MAX_CONFIG {
+            return Vec::new();
+        }
+        let Ok(mut file) = self.blobs.open_blob(&digest).await else {
+            return Vec::new();
+        };
+        let mut bytes = Vec::new();
+        use tokio::io::AsyncReadExt;
+        if file.read_to_end(&mut bytes).await.is_err() {
+            return Vec::new();
+        }
+        let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        manifest::platform_string(&config).into_iter().collect()
     }
 
     // ---- listings ------------------------------------------------------

@@ -295,13 +295,22 @@ impl MetaStore {
         Ok(())
     }
 
-    /// The newest deliveries, newest first.
-    pub async fn deliveries(&self, limit: u32) -> Result<Vec<DeliveryRow>> {
+    /// The newest deliveries, newest first, of one sink and in one state
+    /// if given.
+    pub async fn deliveries(
+        &self,
+        limit: u32,
+        sink: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(
             "SELECT d.event_seq, e.id, d.sink, d.state, d.attempts, d.last_error, d.updated_at \
              FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             ORDER BY d.event_seq DESC, d.sink LIMIT ?",
+             WHERE (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) \
+             ORDER BY d.event_seq DESC, d.sink LIMIT ?3",
         )
+        .bind(sink)
+        .bind(state)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -362,13 +371,14 @@ impl MetaStore {
         Ok(())
     }
 
-    /// The newest deploys, newest first.
-    pub async fn deploys(&self, limit: u32) -> Result<Vec<DeployRow>> {
+    /// The newest deploys, newest first, of one rule if given.
+    pub async fn deploys(&self, limit: u32, rule: Option<&str>) -> Result<Vec<DeployRow>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             deploy_columns!(),
-            " FROM deploys ORDER BY id DESC LIMIT ?"
+            " FROM deploys WHERE (?1 IS NULL OR rule = ?1) ORDER BY id DESC LIMIT ?2"
         ))
+        .bind(rule)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

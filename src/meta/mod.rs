@@ -4,8 +4,12 @@
 //! returns, the row survives a power cut.
 
 mod accounts;
+mod admin;
 mod events;
 
+pub use admin::{
+    AuditRow, ManifestSummary, NewAudit, RepositorySummary, SettingsRow, SinkRow, TagRow,
+};
 pub use events::{AttemptOutcome, DeliveryRow, DeployRow, NewDeploy};
 
 use std::path::Path;
@@ -253,17 +257,43 @@ impl MetaStore {
     }
 
     /// Stores a manifest, points `tag` at it if given, and writes `event`,
-    /// in one transaction.
+    /// in one transaction. A tag of a repository with immutable tags only
+    /// ever points at its first manifest. Returns the repository's
+    /// retention policy (JSON), if it has one.
     pub async fn put_manifest(
         &self,
         repo: &RepoName,
         m: &NewManifest<'_>,
         tag: Option<&Tag>,
         event: &Event,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let mut tx = self.pool.begin().await?;
         Self::ensure_repository(&mut tx, repo).await?;
         let now = now_ms();
+        let settings = sqlx::query(
+            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = ?",
+        )
+        .bind(repo.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (immutable, retention) = settings
+            .map(|r| (r.get::<i64, _>(0) != 0, r.get::<Option<String>, _>(1)))
+            .unwrap_or_default();
+        if let (true, Some(tag)) = (immutable, tag) {
+            let current: Option<String> =
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repository = ? AND name = ?")
+                    .bind(repo.as_str())
+                    .bind(tag.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(current) = current.filter(|d| d != m.digest.as_str()) {
+                return Err(crate::core::RegistryError::TagImmutable {
+                    repository: repo.to_string(),
+                    tag: tag.to_string(),
+                    digest: current,
+                });
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -306,7 +336,7 @@ impl MetaStore {
         }
         Self::insert_event(&mut tx, event).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(retention)
     }
 
     pub async fn manifest_by_digest(

@@ -1,0 +1,423 @@
+//! What the admin API reads and changes beyond pushes and pulls:
+//! repository summaries and settings, tag and manifest details, the audit
+//! log, and the webhooks and deploy rules created through the API.
+
+use sqlx::Row;
+
+use crate::core::Result;
+use crate::core::names::{RepoName, Tag};
+use crate::events::Event;
+use crate::meta::{MetaStore, now_ms};
+
+/// One repository, as the admin listing shows it. Sizes count each blob
+/// once; `unique_size` only blobs no other repository links.
+#[derive(Clone, Debug)]
+pub struct RepositorySummary {
+    pub name: String,
+    pub tag_count: i64,
+    pub manifest_count: i64,
+    pub total_size: i64,
+    pub unique_size: i64,
+    pub created_at: i64,
+    pub last_push: Option<i64>,
+    pub last_pull: Option<i64>,
+}
+
+/// A repository's settings as stored; `retention` is JSON.
+#[derive(Clone, Debug, Default)]
+pub struct SettingsRow {
+    pub immutable_tags: bool,
+    pub retention: Option<String>,
+}
+
+/// A tag with what it points at.
+#[derive(Clone, Debug)]
+pub struct TagRow {
+    pub name: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+    pub pushed_at: i64,
+}
+
+/// A manifest with the tags on it.
+#[derive(Clone, Debug)]
+pub struct ManifestSummary {
+    pub digest: String,
+    pub media_type: String,
+    pub artifact_type: Option<String>,
+    pub subject: Option<String>,
+    pub size: i64,
+    pub pushed_at: i64,
+    pub tags: Vec<String>,
+}
+
+/// One line of the audit log.
+#[derive(Clone, Debug)]
+pub struct AuditRow {
+    pub at: i64,
+    pub actor: Option<String>,
+    pub address: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// An entry to append to the audit log.
+pub struct NewAudit<'a> {
+    pub actor: Option<&'a str>,
+    pub address: Option<&'a str>,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub detail: &'a str,
+}
+
+/// A webhook or deploy rule created through the API.
+#[derive(Clone, Debug)]
+pub struct SinkRow {
+    pub name: String,
+    pub kind: String,
+    pub spec: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The summary columns for repository `r` (a macro: sqlx takes only
+/// static SQL).
+macro_rules! summary_columns {
+    () => {
+        "r.name, \
+         (SELECT COUNT(*) FROM tags t WHERE t.repository = r.name), \
+         (SELECT COUNT(*) FROM manifests m WHERE m.repository = r.name), \
+         (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+            WHERE rb.repository = r.name) \
+          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name), \
+         (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+            WHERE rb.repository = r.name AND NOT EXISTS \
+            (SELECT 1 FROM repository_blobs o WHERE o.digest = rb.digest AND o.repository <> r.name)) \
+          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name), \
+         r.created_at, \
+         MAX(COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = r.name), 0), \
+             COALESCE((SELECT MAX(m.created_at) FROM manifests m WHERE m.repository = r.name), 0)), \
+         r.last_pull"
+    };
+}
+
+fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> RepositorySummary {
+    RepositorySummary {
+        name: r.get(0),
+        tag_count: r.get(1),
+        manifest_count: r.get(2),
+        total_size: r.get(3),
+        unique_size: r.get(4),
+        created_at: r.get(5),
+        last_push: Some(r.get::<i64, _>(6)).filter(|t| *t > 0),
+        last_pull: r.get(7),
+    }
+}
+
+impl MetaStore {
+    /// Up to `limit` repositories after `after` in name order, whose name
+    /// contains `filter` if given.
+    pub async fn repository_summaries(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<RepositorySummary>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM repositories r WHERE r.name > ? AND instr(r.name, ?) > 0 ORDER BY r.name LIMIT ?"
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(filter.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(summary_from_row).collect())
+    }
+
+    pub async fn repository_summary(&self, repo: &RepoName) -> Result<Option<RepositorySummary>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            summary_columns!(),
+            " FROM repositories r WHERE r.name = ?"
+        ))
+        .bind(repo.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(summary_from_row))
+    }
+
+    /// Deletes a repository with its tags, manifests and blob links, and
+    /// writes `events` (one per manifest) with it. False if it did not
+    /// exist. The blobs themselves stay for garbage collection.
+    pub async fn delete_repository(&self, repo: &RepoName, events: &[Event]) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM repository_settings WHERE repository = ?")
+            .bind(repo.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for event in events {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn repository_settings(&self, repo: &str) -> Result<SettingsRow> {
+        let row = sqlx::query(
+            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = ?",
+        )
+        .bind(repo)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| SettingsRow {
+                immutable_tags: r.get::<i64, _>(0) != 0,
+                retention: r.get(1),
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn put_repository_settings(&self, repo: &str, s: &SettingsRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO repository_settings (repository, immutable_tags, retention, updated_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (repository) DO UPDATE SET \
+             immutable_tags = excluded.immutable_tags, retention = excluded.retention, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(repo)
+        .bind(s.immutable_tags as i64)
+        .bind(&s.retention)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every repository with a retention policy, and the policy.
+    pub async fn retention_policies(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT repository, retention FROM repository_settings WHERE retention IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Every tag of `repo` with its manifest, newest push first.
+    pub async fn tag_rows(&self, repo: &RepoName) -> Result<Vec<TagRow>> {
+        let rows = sqlx::query(
+            "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+             JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+             WHERE t.repository = ? ORDER BY t.updated_at DESC, t.name",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TagRow {
+                name: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                size: r.get(3),
+                pushed_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Every manifest of `repo` with its tags, newest first.
+    pub async fn manifest_summaries(&self, repo: &RepoName) -> Result<Vec<ManifestSummary>> {
+        let rows = sqlx::query(
+            "SELECT m.digest, m.media_type, m.artifact_type, m.subject, m.size, m.created_at, \
+             (SELECT group_concat(t.name, char(10)) FROM tags t \
+                WHERE t.repository = m.repository AND t.digest = m.digest) \
+             FROM manifests m WHERE m.repository = ? ORDER BY m.created_at DESC, m.digest",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let tags: Option<String> = r.get(6);
+                let mut tags: Vec<String> = tags
+                    .map(|t| t.lines().map(str::to_owned).collect())
+                    .unwrap_or_default();
+                tags.sort();
+                ManifestSummary {
+                    digest: r.get(0),
+                    media_type: r.get(1),
+                    artifact_type: r.get(2),
+                    subject: r.get(3),
+                    size: r.get(4),
+                    pushed_at: r.get(5),
+                    tags,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes the given tags of `repo`, writing each tag's event with it;
+    /// returns how many existed.
+    pub async fn delete_tags(&self, repo: &RepoName, tags: &[(Tag, Event)]) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut deleted = 0;
+        for (tag, event) in tags {
+            let done = sqlx::query("DELETE FROM tags WHERE repository = ? AND name = ?")
+                .bind(repo.as_str())
+                .bind(tag.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                Self::insert_event(&mut tx, event).await?;
+                deleted += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Stores when repositories were last pulled.
+    pub async fn record_last_pulls(&self, pulls: &[(String, i64)]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (repo, at) in pulls {
+            sqlx::query(
+                "UPDATE repositories SET last_pull = MAX(COALESCE(last_pull, 0), ?) WHERE name = ?",
+            )
+            .bind(at)
+            .bind(repo)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn append_audit(&self, a: &NewAudit<'_>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor, address, action, target, detail) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(a.actor)
+        .bind(a.address)
+        .bind(a.action)
+        .bind(a.target)
+        .bind(a.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` entries before `before` (Unix ms), newest first:
+    /// the admin changes, and the pushes and deletes from the outbox.
+    pub async fn audit_rows(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT at, actor, address, action, target, detail FROM ( \
+               SELECT at, actor, address, action, target, detail FROM audit_log WHERE at < ?1 \
+               UNION ALL \
+               SELECT created_at, actor, request_addr, 'manifest.' || action, \
+                 repository || COALESCE(':' || tag, '') || COALESCE('@' || digest, ''), '' \
+                 FROM events WHERE action IN ('push', 'delete') AND created_at < ?1 \
+             ) ORDER BY at DESC LIMIT ?2",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditRow {
+                at: r.get(0),
+                actor: r.get(1),
+                address: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn sink_rows(&self) -> Result<Vec<SinkRow>> {
+        let rows = sqlx::query(
+            "SELECT name, kind, spec, created_at, updated_at FROM sinks ORDER BY kind, name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SinkRow {
+                name: r.get(0),
+                kind: r.get(1),
+                spec: r.get(2),
+                created_at: r.get(3),
+                updated_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Creates a sink (false if the name is taken).
+    pub async fn insert_sink(&self, name: &str, kind: &str, spec: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO sinks (name, kind, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(name)
+        .bind(kind)
+        .bind(spec)
+        .bind(now_ms())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces a sink's spec (false if there is no such sink of `kind`).
+    pub async fn update_sink(&self, name: &str, kind: &str, spec: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE sinks SET spec = ?, updated_at = ? WHERE name = ? AND kind = ?")
+                .bind(spec)
+                .bind(now_ms())
+                .bind(name)
+                .bind(kind)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_sink(&self, name: &str, kind: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sinks WHERE name = ? AND kind = ?")
+            .bind(name)
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a delivery back in the queue, due now, whatever became of it.
+    /// False if there is no such delivery.
+    pub async fn redeliver(&self, event_seq: i64, sink: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ? \
+             WHERE event_seq = ? AND sink = ?",
+        )
+        .bind(now_ms())
+        .bind(now_ms())
+        .bind(event_seq)
+        .bind(sink)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
