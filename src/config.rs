@@ -46,7 +46,7 @@ pub struct EventsConfig {
     pub webhooks: Vec<WebhookConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Unique; deliveries are recorded under it.
@@ -91,7 +91,7 @@ pub struct DeployConfig {
     pub rules: Vec<DeployRuleConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployRuleConfig {
     /// Unique; deploys are recorded under it.
@@ -118,6 +118,7 @@ pub struct DeployRuleConfig {
     /// does the rollout go ahead. Containers whose image is `$IMAGE` run
     /// the pushed image.
     #[serde(default)]
+    #[schema(value_type = String)]
     pub smoke_job: PathBuf,
     pub targets: Vec<DeployTargetConfig>,
 }
@@ -130,7 +131,7 @@ fn default_rollout_timeout() -> u64 {
     600
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployTargetConfig {
     pub namespace: String,

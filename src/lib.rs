@@ -13,6 +13,7 @@ pub mod core;
 pub mod deploy;
 pub mod events;
 pub mod meta;
+pub mod sinks;
 pub mod storage;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub meta: MetaStore,
     pub auth: Arc<Auth>,
+    pub sinks: Arc<sinks::SinkCatalog>,
     pub router: axum::Router,
     /// The first admin's password, when this start created the account.
     pub initial_admin_password: Option<String>,
@@ -47,14 +49,18 @@ impl App {
             record_pulls: config.events.pulls,
         };
         let registry = Arc::new(Registry::new(blobs, meta.clone(), limits));
+        let sinks = Arc::new(sinks::SinkCatalog::new(config, meta.clone()));
         let router = api::router(api::AppState {
             registry: registry.clone(),
             auth: auth.clone(),
+            meta: meta.clone(),
+            sinks: sinks.clone(),
         });
         Ok(App {
             registry,
             meta,
             auth,
+            sinks,
             router,
             initial_admin_password,
         })
@@ -63,49 +69,14 @@ impl App {
 
 impl App {
     /// Starts the background workers: event delivery to webhooks and
-    /// deploy rules, and the rollouts that were being watched at the last
-    /// stop. `addr` is where this instance serves, as events name it.
+    /// deploy rules (and the rollouts that were being watched at the last
+    /// stop), and the writer of pull times. `addr` is where this instance
+    /// serves, as events name it.
     pub async fn start_workers(&self, config: &Config, addr: &str) -> anyhow::Result<()> {
-        use crate::events::EventFilter;
-        use crate::events::envelope::Source;
-        use crate::events::outbox::{Dispatcher, RetryPolicy, Sink};
-        use crate::events::webhook::{Webhook, WebhookSettings};
+        use crate::events::outbox::{Dispatcher, RetryPolicy};
         use std::time::Duration;
 
-        let source = Source {
-            addr: addr.to_owned(),
-            instance_id: uuid::Uuid::new_v4().to_string(),
-        };
-        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
-        for w in &config.events.webhooks {
-            let headers: Vec<(String, String)> = w.headers.clone().into_iter().collect();
-            let webhook = Webhook::new(
-                WebhookSettings {
-                    name: &w.name,
-                    url: &w.url,
-                    format: &w.format,
-                    secret: &w.secret,
-                    headers: &headers,
-                    filter: EventFilter::new(&w.actions, &w.repositories)?,
-                    timeout: Duration::from_secs(w.timeout_seconds.max(1)),
-                },
-                source.clone(),
-            )?;
-            sinks.push(Arc::new(webhook));
-        }
-        if !config.deploy.rules.is_empty() {
-            let cluster = Arc::new(deploy::Cluster::connect(&config.deploy.kubeconfig).await?);
-            for rule in &config.deploy.rules {
-                let sink = deploy::RuleSink::new(
-                    deploy::rule::DeployRule::from_config(rule)?,
-                    cluster.clone(),
-                    self.meta.clone(),
-                    &config.deploy.registry_host,
-                );
-                sink.resume().await?;
-                sinks.push(Arc::new(sink));
-            }
-        }
+        self.sinks.start(addr).await?;
         let policy = RetryPolicy {
             first_backoff: Duration::from_secs(config.events.first_backoff_seconds),
             max_backoff: Duration::from_secs(config.events.max_backoff_seconds),
@@ -113,11 +84,20 @@ impl App {
         };
         Dispatcher::new(
             self.meta.clone(),
-            sinks,
+            self.sinks.set(),
             policy,
             self.registry.events_written(),
         )
         .spawn();
+        let registry = self.registry.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if let Err(e) = registry.flush_pulls().await {
+                    tracing::warn!(error = %e, "recording pull times");
+                }
+            }
+        });
         Ok(())
     }
 }

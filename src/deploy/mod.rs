@@ -527,6 +527,56 @@ impl Sink for RuleSink {
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<String, String>> {
         Box::pin(self.deploy(event))
     }
+
+    fn test(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(self.dry_run())
+    }
+
+    fn resume(&self) -> BoxFuture<'_, crate::core::Result<()>> {
+        Box::pin(RuleSink::resume(self))
+    }
+}
+
+impl RuleSink {
+    /// What a push would roll out: each workload and container the rule
+    /// would patch, with the image it runs now. Reads only.
+    async fn dry_run(&self) -> Result<String, String> {
+        let mut lines = Vec::new();
+        for target in &self.rule.targets {
+            let kind = target.kind.as_str();
+            let names = self.names(target).await?;
+            if names.is_empty() {
+                return Err(format!("no {kind} matches {}", describe(target)));
+            }
+            for name in names {
+                let api = self.cluster.api(target.kind, &target.namespace);
+                let object = api
+                    .get(&name)
+                    .await
+                    .map_err(|e| format!("reading {kind} {}/{name}: {e}", target.namespace))?;
+                let chosen: Vec<(String, String)> = containers(&object.data)
+                    .into_iter()
+                    .filter(|(c, current)| match &target.container {
+                        Some(wanted) => c == wanted,
+                        None => self.rule.repository.matches(image_repository(current)),
+                    })
+                    .collect();
+                if chosen.is_empty() {
+                    return Err(format!(
+                        "no container of {kind} {}/{name} would be patched",
+                        target.namespace
+                    ));
+                }
+                for (container, image) in chosen {
+                    lines.push(format!(
+                        "{kind} {}/{name} container {container} runs {image}",
+                        target.namespace
+                    ));
+                }
+            }
+        }
+        Ok(lines.join("\n"))
+    }
 }
 
 fn describe(target: &Target) -> String {

@@ -18,6 +18,8 @@ pub enum Action {
     Push,
     Pull,
     Delete,
+    /// Never stored: what a sink's test sends, to check it is reachable.
+    Ping,
 }
 
 impl Action {
@@ -26,6 +28,7 @@ impl Action {
             Action::Push => "push",
             Action::Pull => "pull",
             Action::Delete => "delete",
+            Action::Ping => "ping",
         }
     }
 
@@ -34,6 +37,7 @@ impl Action {
             "push" => Some(Action::Push),
             "pull" => Some(Action::Pull),
             "delete" => Some(Action::Delete),
+            "ping" => Some(Action::Ping),
             _ => None,
         }
     }

@@ -5,6 +5,7 @@
 //! event is older than the give-up age. Every attempt is recorded. Since
 //! all state is in the metadata store, a restart resumes where it stopped.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,37 @@ pub trait Sink: Send + Sync {
     fn wants(&self, event: &Event) -> bool;
     /// `Ok(detail)` when delivered; `Err(detail)` to retry later.
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<String, String>>;
+    /// Checks the sink works without changing anything it points at (a
+    /// webhook gets a `ping` event); the outcome is not recorded.
+    fn test(&self) -> BoxFuture<'_, Result<String, String>>;
+    /// Picks up work the last run left in progress (rollouts being
+    /// watched); called once at start.
+    fn resume(&self) -> BoxFuture<'_, crate::core::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The sinks events go to now. The admin API replaces the set when a
+/// webhook or rule changes; the dispatcher follows.
+#[derive(Default)]
+pub struct SinkSet {
+    sinks: std::sync::RwLock<Arc<Vec<Arc<dyn Sink>>>>,
+    changed: Notify,
+}
+
+impl SinkSet {
+    pub fn current(&self) -> Arc<Vec<Arc<dyn Sink>>> {
+        self.sinks.read().expect("sink set").clone()
+    }
+
+    pub fn replace(&self, sinks: Vec<Arc<dyn Sink>>) {
+        *self.sinks.write().expect("sink set") = Arc::new(sinks);
+        self.changed.notify_one();
+    }
+
+    pub fn find(&self, name: &str) -> Option<Arc<dyn Sink>> {
+        self.current().iter().find(|s| s.name() == name).cloned()
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -53,15 +85,22 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Dispatcher {
     meta: MetaStore,
-    sinks: Vec<Arc<dyn Sink>>,
+    sinks: Arc<SinkSet>,
     policy: RetryPolicy,
     events_written: Arc<Notify>,
+}
+
+/// A running delivery loop and the sink it serves.
+struct Worker {
+    sink: Arc<dyn Sink>,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Dispatcher {
     pub fn new(
         meta: MetaStore,
-        sinks: Vec<Arc<dyn Sink>>,
+        sinks: Arc<SinkSet>,
         policy: RetryPolicy,
         events_written: Arc<Notify>,
     ) -> Dispatcher {
@@ -73,27 +112,60 @@ impl Dispatcher {
         }
     }
 
-    /// Starts the fan-out loop and one delivery loop per sink.
+    /// Starts the fan-out loop, which keeps one delivery loop per sink.
     pub fn spawn(self) {
-        let wakers: Vec<Arc<Notify>> = self.sinks.iter().map(|_| Arc::new(Notify::new())).collect();
-        for (sink, wake) in self.sinks.iter().zip(&wakers) {
-            tokio::spawn(deliver_loop(
+        tokio::spawn(async move {
+            let mut workers: HashMap<String, Worker> = HashMap::new();
+            loop {
+                self.follow_sinks(&mut workers);
+                match self.fan_out().await {
+                    Ok(0) => {}
+                    Ok(_) => workers.values().for_each(|w| w.wake.notify_one()),
+                    Err(e) => tracing::warn!(error = %e, "fanning out events"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = self.events_written.notified() => {}
+                    _ = self.sinks.changed.notified() => {}
+                }
+            }
+        });
+    }
+
+    /// Starts a delivery loop for each new or changed sink and stops those
+    /// of sinks that are gone. A stopped loop's delivery in flight is
+    /// retried by its successor, if any.
+    fn follow_sinks(&self, workers: &mut HashMap<String, Worker>) {
+        let current = self.sinks.current();
+        workers.retain(|name, w| {
+            let same = current
+                .iter()
+                .any(|s| s.name() == name && Arc::ptr_eq(s, &w.sink));
+            if !same {
+                w.task.abort();
+            }
+            same
+        });
+        for sink in current.iter() {
+            if workers.contains_key(sink.name()) {
+                continue;
+            }
+            let wake = Arc::new(Notify::new());
+            let task = tokio::spawn(deliver_loop(
                 self.meta.clone(),
                 sink.clone(),
                 self.policy,
                 wake.clone(),
             ));
+            workers.insert(
+                sink.name().to_owned(),
+                Worker {
+                    sink: sink.clone(),
+                    wake,
+                    task,
+                },
+            );
         }
-        tokio::spawn(async move {
-            loop {
-                match self.fan_out().await {
-                    Ok(0) => {}
-                    Ok(_) => wakers.iter().for_each(|w| w.notify_one()),
-                    Err(e) => tracing::warn!(error = %e, "fanning out events"),
-                }
-                let _ = tokio::time::timeout(IDLE_POLL, self.events_written.notified()).await;
-            }
-        });
     }
 
     /// Creates deliveries for every event not yet fanned out; returns how
@@ -105,14 +177,14 @@ impl Dispatcher {
             if events.is_empty() {
                 return Ok(handled);
             }
+            let sinks = self.sinks.current();
             for event in &events {
-                let sinks: Vec<String> = self
-                    .sinks
+                let names: Vec<String> = sinks
                     .iter()
                     .filter(|s| s.wants(event))
                     .map(|s| s.name().to_owned())
                     .collect();
-                self.meta.fan_out(event.seq, &sinks).await?;
+                self.meta.fan_out(event.seq, &names).await?;
             }
             handled += events.len();
         }

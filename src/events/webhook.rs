@@ -113,6 +113,17 @@ impl Sink for Webhook {
             }
         })
     }
+
+    fn test(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            let ping = Event::new(
+                crate::events::Action::Ping,
+                "",
+                &crate::events::Origin::default(),
+            );
+            self.deliver(&ping).await
+        })
+    }
 }
 
 #[cfg(test)]
