@@ -10,6 +10,8 @@ use berth::auth::manage::AccountAdmin;
 use berth::config::Config;
 use berth::meta::MetaStore;
 
+mod admin_cli;
+
 #[derive(Parser)]
 #[command(
     name = "berth",
@@ -83,6 +85,9 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Manage a running berth through its admin API (repositories,
+    /// accounts, webhooks, deploy rules, audit log).
+    Admin(admin_cli::AdminArgs),
 }
 
 #[derive(Subcommand)]
@@ -161,6 +166,10 @@ async fn main_async() -> std::process::ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A client of a running berth: it needs no config or data here.
+    if let Command::Admin(args) = cli.command {
+        return admin_cli::run(args).await;
+    }
     let mut config = match &cli.place.config {
         Some(path) => Config::load(path, true)?,
         None => Config::load("config.toml".as_ref(), false)?,
@@ -292,7 +301,7 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
     let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
     let admin = AccountAdmin::new(meta.clone());
     match command {
-        Command::Serve { .. } => unreachable!("handled by main"),
+        Command::Serve { .. } | Command::Admin(_) => unreachable!("handled by run"),
         Command::User(UserCommand::Add {
             name,
             password_stdin,
@@ -363,7 +372,7 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
             println!("revoked {subject}'s grant on {namespace}");
         }
         Command::Deploys { limit, json } => {
-            let rows = meta.deploys(limit).await?;
+            let rows = meta.deploys(limit, None).await?;
             if json {
                 for row in rows {
                     println!("{}", serde_json::to_string(&row)?);
@@ -418,7 +427,7 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Deliveries { limit } => {
             println!("EVENT\tSINK\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR");
-            for d in meta.deliveries(limit).await? {
+            for d in meta.deliveries(limit, None, None).await? {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     d.event_id,

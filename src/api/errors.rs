@@ -33,7 +33,11 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-        Denied(_) => ("DENIED", StatusCode::FORBIDDEN),
+        Denied(_) | TagImmutable { .. } => ("DENIED", StatusCode::FORBIDDEN),
+        // Only the admin API raises these; it answers with its own codes.
+        Invalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
+        NotFound(_) => ("UNSUPPORTED", StatusCode::NOT_FOUND),
+        Conflict(_) => ("UNSUPPORTED", StatusCode::CONFLICT),
         // OAuth2 answers these 400 (invalid_request, invalid_scope).
         TokenRequestInvalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         TooManyRequests { .. } => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),

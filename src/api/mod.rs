@@ -1,6 +1,7 @@
 //! HTTP: the router and the layers every request passes. Each surface has
 //! its own file; `errors` maps core errors to responses.
 
+pub mod admin;
 pub mod auth;
 pub mod distribution;
 pub mod endpoint;
@@ -26,14 +27,29 @@ use crate::core::{Registry, RegistryError};
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
+    pub meta: crate::meta::MetaStore,
+    pub sinks: Arc<crate::sinks::SinkCatalog>,
 }
+
+/// Largest admin API request body: settings, accounts, rules.
+const MAX_ADMIN_BODY: usize = 1 << 20;
 
 /// Every answer says which API it speaks, errors included: clients use it
 /// to recognise a registry.
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 
 pub fn router(state: AppState) -> Router {
+    let (admin, openapi) = admin::router();
+    let openapi = Arc::new(openapi);
+    let admin = admin
+        .route(
+            "/admin/v1/openapi.json",
+            get(move || async move { axum::Json(openapi.as_ref().clone()) }),
+        )
+        .route("/admin/v1/{*rest}", any(admin::unknown_route))
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
     Router::new()
+        .merge(admin)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/auth/token", any(auth::token))

@@ -2,12 +2,11 @@
 //! the admin API) do. Secrets are generated here when none is given, and
 //! returned once; only their hashes are stored.
 
-use anyhow::{Context, bail};
-
 use crate::auth::accounts::{
     self, ANONYMOUS, Account, AccountKind, Grant, Namespace, validate_account_name,
 };
 use crate::auth::scope::Actions;
+use crate::core::{RegistryError, Result};
 use crate::meta::MetaStore;
 
 pub struct AccountAdmin {
@@ -26,7 +25,7 @@ impl AccountAdmin {
         name: &str,
         password: Option<String>,
         admin: bool,
-    ) -> anyhow::Result<String> {
+    ) -> Result<String> {
         let password = password.unwrap_or_else(accounts::random_secret);
         self.add(name, AccountKind::User, &password).await?;
         if admin {
@@ -36,31 +35,35 @@ impl AccountAdmin {
     }
 
     /// Adds a robot account; returns its generated secret.
-    pub async fn add_robot(&self, name: &str) -> anyhow::Result<String> {
+    pub async fn add_robot(&self, name: &str) -> Result<String> {
         let secret = accounts::random_secret();
         self.add(name, AccountKind::Robot, &secret).await?;
         Ok(secret)
     }
 
-    async fn add(&self, name: &str, kind: AccountKind, secret: &str) -> anyhow::Result<()> {
-        validate_account_name(name).map_err(anyhow::Error::msg)?;
+    async fn add(&self, name: &str, kind: AccountKind, secret: &str) -> Result<()> {
+        validate_account_name(name).map_err(RegistryError::Invalid)?;
         check_password(kind, secret)?;
         if !self
             .meta
             .insert_account(name, kind, &accounts::hash_secret(secret))
             .await?
         {
-            bail!("account {name:?} already exists");
+            return Err(RegistryError::Conflict(format!(
+                "account {name:?} already exists"
+            )));
         }
         Ok(())
     }
 
     /// Sets a new secret: the given password for a user, or a generated one.
     /// Returns the new secret.
-    pub async fn set_secret(&self, name: &str, password: Option<String>) -> anyhow::Result<String> {
+    pub async fn set_secret(&self, name: &str, password: Option<String>) -> Result<String> {
         let account = self.account(name).await?;
         if account.kind == AccountKind::Robot && password.is_some() {
-            bail!("robot secrets are generated; omit the password to rotate it");
+            return Err(RegistryError::Invalid(
+                "robot secrets are generated; omit the password to rotate it".into(),
+            ));
         }
         let secret = password.unwrap_or_else(accounts::random_secret);
         check_password(account.kind, &secret)?;
@@ -70,37 +73,37 @@ impl AccountAdmin {
         Ok(secret)
     }
 
-    pub async fn set_disabled(&self, name: &str, disabled: bool) -> anyhow::Result<()> {
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<()> {
         if !self.meta.set_disabled(name, disabled).await? {
-            bail!("no account {name:?}");
+            return Err(RegistryError::NotFound(format!("no account {name:?}")));
         }
         Ok(())
     }
 
-    pub async fn delete(&self, name: &str) -> anyhow::Result<()> {
+    pub async fn delete(&self, name: &str) -> Result<()> {
         if !self.meta.delete_account(name).await? {
-            bail!("no account {name:?}");
+            return Err(RegistryError::NotFound(format!("no account {name:?}")));
         }
         Ok(())
     }
 
-    pub async fn list(&self) -> anyhow::Result<Vec<Account>> {
-        Ok(self.meta.list_accounts().await?)
+    pub async fn list(&self) -> Result<Vec<Account>> {
+        self.meta.list_accounts().await
     }
 
-    async fn account(&self, name: &str) -> anyhow::Result<Account> {
+    async fn account(&self, name: &str) -> Result<Account> {
         self.meta
             .account(name)
             .await?
-            .with_context(|| format!("no account {name:?}"))
+            .ok_or_else(|| RegistryError::NotFound(format!("no account {name:?}")))
     }
 
     /// Imports the bcrypt entries of an htpasswd file as users (their
     /// hashes kept as they are). Returns the names added; names that exist
     /// already are left alone.
-    pub async fn import_htpasswd(&self, text: &str) -> anyhow::Result<Vec<String>> {
+    pub async fn import_htpasswd(&self, text: &str) -> Result<Vec<String>> {
         let mut added = Vec::new();
-        for (name, hash) in accounts::parse_htpasswd(text).map_err(anyhow::Error::msg)? {
+        for (name, hash) in accounts::parse_htpasswd(text).map_err(RegistryError::Invalid)? {
             if self
                 .meta
                 .insert_account(&name, AccountKind::User, &hash)
@@ -114,38 +117,38 @@ impl AccountAdmin {
 
     /// Lets `subject` (an account, or `anonymous`) do `actions` on
     /// `namespace`, replacing what it had there.
-    pub async fn grant(
-        &self,
-        subject: &str,
-        namespace: &str,
-        actions: &str,
-    ) -> anyhow::Result<Grant> {
+    pub async fn grant(&self, subject: &str, namespace: &str, actions: &str) -> Result<Grant> {
         self.subject(subject).await?;
         let grant = Grant {
-            namespace: Namespace::parse(namespace).map_err(anyhow::Error::msg)?,
-            actions: Actions::parse_strict(actions).map_err(anyhow::Error::msg)?,
+            namespace: Namespace::parse(namespace).map_err(RegistryError::Invalid)?,
+            actions: Actions::parse_strict(actions).map_err(RegistryError::Invalid)?,
         };
         if subject == ANONYMOUS && grant.actions != Actions::PULL {
-            bail!("anonymous callers can only be granted pull");
+            return Err(RegistryError::Invalid(
+                "anonymous callers can only be granted pull".into(),
+            ));
         }
         self.meta.put_grant(subject, &grant).await?;
         Ok(grant)
     }
 
-    pub async fn revoke(&self, subject: &str, namespace: &str) -> anyhow::Result<()> {
-        let namespace = Namespace::parse(namespace).map_err(anyhow::Error::msg)?;
+    pub async fn revoke(&self, subject: &str, namespace: &str) -> Result<()> {
+        let namespace = Namespace::parse(namespace).map_err(RegistryError::Invalid)?;
         if !self.meta.delete_grant(subject, &namespace).await? {
-            bail!("{subject:?} has no grant on {:?}", namespace.as_str());
+            return Err(RegistryError::NotFound(format!(
+                "{subject:?} has no grant on {:?}",
+                namespace.as_str()
+            )));
         }
         Ok(())
     }
 
-    pub async fn grants(&self, subject: &str) -> anyhow::Result<Vec<Grant>> {
+    pub async fn grants(&self, subject: &str) -> Result<Vec<Grant>> {
         self.subject(subject).await?;
-        Ok(self.meta.grants(subject).await?)
+        self.meta.grants(subject).await
     }
 
-    async fn subject(&self, subject: &str) -> anyhow::Result<()> {
+    async fn subject(&self, subject: &str) -> Result<()> {
         if subject != ANONYMOUS {
             self.account(subject).await?;
         }
@@ -153,12 +156,16 @@ impl AccountAdmin {
     }
 }
 
-fn check_password(kind: AccountKind, secret: &str) -> anyhow::Result<()> {
+fn check_password(kind: AccountKind, secret: &str) -> Result<()> {
     if kind == AccountKind::User && secret.chars().count() < 8 {
-        bail!("passwords must be at least 8 characters");
+        return Err(RegistryError::Invalid(
+            "passwords must be at least 8 characters".into(),
+        ));
     }
     if secret.contains(':') || secret.chars().any(char::is_control) {
-        bail!("passwords may not contain ':' or control characters");
+        return Err(RegistryError::Invalid(
+            "passwords may not contain ':' or control characters".into(),
+        ));
     }
     Ok(())
 }

@@ -307,8 +307,15 @@ impl Auth {
         let caller = Caller {
             account: Some(account.name.clone()),
             authenticated: true,
+            // What anonymous callers may do (public namespaces), so may
+            // everyone who logged in.
             access: Access::Grants(Arc::new(Permissions(
-                self.meta.grants(&account.name).await?,
+                self.meta
+                    .grants(&account.name)
+                    .await?
+                    .into_iter()
+                    .chain(self.anonymous_permissions().await?.0.iter().cloned())
+                    .collect(),
             ))),
         };
         let mut checked = self.checked.lock().expect("credential cache");
@@ -375,6 +382,32 @@ impl Auth {
             "{} is not allowed {what}",
             caller.account.as_deref().unwrap_or("an anonymous caller")
         )))
+    }
+
+    /// Whether the caller administers the whole registry (admin on every
+    /// repository), as the admin API requires.
+    pub async fn is_admin(&self, caller: &Caller) -> Result<bool> {
+        let everything = |grants: &[Grant]| {
+            grants
+                .iter()
+                .any(|g| g.namespace.is_everything() && g.actions.contains(Actions::ADMIN))
+        };
+        Ok(match (&caller.access, &caller.account) {
+            (Access::Grants(perms), Some(_)) => everything(&perms.0),
+            // A token says what it grants on repositories, not who may
+            // administer: ask the account's grants, for tokens issued here.
+            (Access::Token(token), Some(account)) if token.issued_here => {
+                everything(&self.meta.grants(account).await?)
+            }
+            _ => false,
+        })
+    }
+
+    /// Drops cached credentials and grants, after an account or grant
+    /// changed, so the change applies to the next request.
+    pub fn forget_cached(&self) {
+        self.checked.lock().expect("credential cache").clear();
+        *self.anonymous.lock().expect("anonymous cache") = None;
     }
 
     /// The token service: a token for the caller granting what it asked
