@@ -72,11 +72,26 @@ enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Garbage collection: start a run, or see the last report.
+    #[command(subcommand)]
+    Gc(GcCommand),
     /// Who pushed, deleted or changed what, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum GcCommand {
+    /// Start a run and wait for its report.
+    Run {
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Whether a run is in progress, and the last report.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -665,6 +680,22 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     ("STARTED", "started_at"),
                 ],
             );
+        }
+        AdminCommand::Gc(GcCommand::Status) => out.object(&client.get("/gc").await?),
+        AdminCommand::Gc(GcCommand::Run { dry_run }) => {
+            let before = client.get("/gc").await?;
+            client
+                .call(Method::POST, &format!("/gc?dry_run={dry_run}"), None)
+                .await?;
+            // The run is in the background: wait for a new report.
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let status = client.get("/gc").await?;
+                if status["running"] == json!(false) && status["last"] != before["last"] {
+                    out.object(&status["last"]);
+                    break;
+                }
+            }
         }
         AdminCommand::Audit { limit } => {
             let rows = client.get(&format!("/audit?limit={limit}")).await?;

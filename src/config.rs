@@ -28,8 +28,41 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Events and their delivery to webhooks.
     pub events: EventsConfig,
+    /// Online garbage collection.
+    pub gc: GcConfig,
     /// Rolling Kubernetes workloads onto pushed digests.
     pub deploy: DeployConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// Seconds between runs; 0: only when asked (API, `berth gc`).
+    pub interval_seconds: u64,
+    /// What is younger is kept.
+    pub grace_period_seconds: u64,
+    /// Uploads untouched for longer are purged.
+    pub upload_max_age_seconds: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval_seconds: 86400,
+            grace_period_seconds: 3600,
+            upload_max_age_seconds: 86400,
+        }
+    }
+}
+
+impl GcConfig {
+    pub fn options(&self, dry_run: bool) -> crate::core::gc::GcOptions {
+        crate::core::gc::GcOptions {
+            grace: std::time::Duration::from_secs(self.grace_period_seconds),
+            upload_max_age: std::time::Duration::from_secs(self.upload_max_age_seconds),
+            dry_run,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -265,6 +298,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             events: EventsConfig::default(),
+            gc: GcConfig::default(),
             deploy: DeployConfig::default(),
         }
     }
@@ -370,6 +404,7 @@ mod tests {
         assert_eq!(shipped.data_dir, defaults.data_dir);
         assert_eq!(shipped.delete_enabled, defaults.delete_enabled);
         assert_eq!(shipped.log_format, defaults.log_format);
+        assert_eq!(format!("{:?}", shipped.gc), format!("{:?}", defaults.gc));
         assert_eq!(
             shipped.limits.max_manifest_bytes,
             defaults.limits.max_manifest_bytes

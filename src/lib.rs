@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod deploy;
 pub mod events;
+pub mod gc;
 pub mod meta;
 pub mod sinks;
 pub mod storage;
@@ -30,6 +31,7 @@ pub struct App {
     pub meta: MetaStore,
     pub auth: Arc<Auth>,
     pub sinks: Arc<sinks::SinkCatalog>,
+    pub gc: Arc<gc::GarbageCollector>,
     pub router: axum::Router,
     /// The first admin's password, when this start created the account.
     pub initial_admin_password: Option<String>,
@@ -50,17 +52,24 @@ impl App {
         };
         let registry = Arc::new(Registry::new(blobs, meta.clone(), limits));
         let sinks = Arc::new(sinks::SinkCatalog::new(config, meta.clone()));
+        let gc = Arc::new(gc::GarbageCollector::new(
+            registry.clone(),
+            meta.clone(),
+            config.gc.clone(),
+        ));
         let router = api::router(api::AppState {
             registry: registry.clone(),
             auth: auth.clone(),
             meta: meta.clone(),
             sinks: sinks.clone(),
+            gc: gc.clone(),
         });
         Ok(App {
             registry,
             meta,
             auth,
             sinks,
+            gc,
             router,
             initial_admin_password,
         })
@@ -89,6 +98,9 @@ impl App {
             self.registry.events_written(),
         )
         .spawn();
+        self.gc.spawn_timer();
+        let registry = self.registry.clone();
+        tokio::spawn(async move { registry.follow_cache_epoch().await });
         let registry = self.registry.clone();
         tokio::spawn(async move {
             loop {

@@ -85,6 +85,15 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Collect garbage now: untagged unreferenced manifests, unreferenced
+    /// blobs, abandoned uploads. Safe while berth serves.
+    Gc {
+        /// Only report what would be deleted and the bytes freed.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage a running berth through its admin API (repositories,
     /// accounts, webhooks, deploy rules, audit log).
     Admin(admin_cli::AdminArgs),
@@ -396,13 +405,48 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Gc { dry_run, json } => {
+            let registry = berth::core::Registry::new(
+                berth::storage::BlobStore::open(&config.data_dir)?,
+                meta.clone(),
+                berth::core::RegistryOptions {
+                    max_manifest_bytes: config.limits.max_manifest_bytes,
+                    delete_enabled: config.delete_enabled,
+                    record_pulls: false,
+                },
+            );
+            let report = registry.collect_garbage(config.gc.options(dry_run)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "{verb} {} manifests, {} of {} blobs, {} uploads and {} stray files: {} bytes",
+                    report.manifests_deleted,
+                    report.blobs_deleted,
+                    report.blobs_examined,
+                    report.uploads_purged,
+                    report.orphan_files_deleted,
+                    report.bytes_freed
+                );
+            }
+        }
         Command::Rollback { rule, to } => {
+            // Rules made through the admin API are stored, not in the file.
+            let stored: Vec<berth::config::DeployRuleConfig> = meta
+                .sink_rows()
+                .await?
+                .into_iter()
+                .filter(|r| r.kind == "deploy_rule")
+                .filter_map(|r| serde_json::from_str(&r.spec).ok())
+                .collect();
             let rule_config = config
                 .deploy
                 .rules
                 .iter()
+                .chain(&stored)
                 .find(|r| r.name == rule)
-                .ok_or_else(|| anyhow::anyhow!("no deploy rule named {rule:?} in the config"))?;
+                .ok_or_else(|| anyhow::anyhow!("no deploy rule named {rule:?}"))?;
             if let Some(digest) = &to {
                 digest
                     .parse::<berth::core::names::Digest>()

@@ -29,6 +29,7 @@ use crate::core::names::{Digest, RepoName};
 use crate::core::retention::RetentionPolicy;
 use crate::core::{Registry, RegistryError};
 use crate::events::Origin;
+use crate::gc::GarbageCollector;
 use crate::meta::{MetaStore, NewAudit};
 use crate::sinks::{SinkCatalog, SinkEntry, SinkKind};
 
@@ -511,7 +512,7 @@ fn page(limit: Option<u32>) -> ApiResult<u32> {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules; read the audit log."),
+    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, garbage collection; read the audit log."),
     components(schemas(ApiError)),
     modifiers(&BasicAuth),
     security(("basic" = [])),
@@ -557,6 +558,7 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(redeliver))
         .routes(routes!(list_deploys))
         .routes(routes!(audit_log))
+        .routes(routes!(gc_status, start_gc))
         .split_for_parts()
 }
 
@@ -1370,6 +1372,46 @@ async fn list_deploys(
             })
             .collect(),
     ))
+}
+
+// ---------------------------------------------------------------------------
+// Garbage collection
+// ---------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct GcStatus {
+    pub running: bool,
+    /// The newest finished run (of any kind, dry or not).
+    pub last: Option<crate::core::gc::GcReport>,
+}
+
+#[utoipa::path(get, path = "/admin/v1/gc", tag = "gc",
+    responses((status = 200, body = GcStatus)))]
+async fn gc_status(
+    _admin: AdminCaller,
+    State(gc): State<Arc<GarbageCollector>>,
+) -> ApiResult<Json<GcStatus>> {
+    Ok(Json(GcStatus {
+        running: gc.is_running(),
+        last: gc.last_report().await?,
+    }))
+}
+
+/// Starts a run in the background; `GET /admin/v1/gc` shows when it is
+/// done and what it found.
+#[utoipa::path(post, path = "/admin/v1/gc", tag = "gc",
+    params(DryRunQuery),
+    responses((status = 202, description = "Started"), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+async fn start_gc(
+    admin: AdminCaller,
+    State(gc): State<Arc<GarbageCollector>>,
+    State(meta): State<MetaStore>,
+    Params(q): Params<DryRunQuery>,
+) -> ApiResult<StatusCode> {
+    gc.start(q.dry_run)?;
+    let what = if q.dry_run { "dry run" } else { "" };
+    admin.audit(&meta, "gc.start", "registry", what).await;
+    Ok(StatusCode::ACCEPTED)
 }
 
 // ---------------------------------------------------------------------------

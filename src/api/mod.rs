@@ -29,6 +29,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub meta: crate::meta::MetaStore,
     pub sinks: Arc<crate::sinks::SinkCatalog>,
+    pub gc: Arc<crate::gc::GarbageCollector>,
 }
 
 /// Largest admin API request body: settings, accounts, rules.

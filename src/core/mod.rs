@@ -2,6 +2,7 @@
 //! sight. The API layer translates requests into calls on [`Registry`].
 
 pub mod error;
+pub mod gc;
 pub mod hashing;
 pub mod manifest;
 pub mod names;

@@ -116,6 +116,14 @@ impl ReadCache {
         self.blob_sizes.retain(|(r, _)| r != repo);
     }
 
+    /// After a change this process cannot pin down (another process
+    /// collected garbage).
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.manifests.retain(|_| false);
+        self.blob_sizes.retain(|_| false);
+    }
+
     /// After a blob was unlinked from `repo`.
     pub fn forget_blob(&self, repo: &str, digest: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);

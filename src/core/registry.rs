@@ -31,13 +31,13 @@ pub struct RegistryOptions {
 }
 
 pub struct Registry {
-    blobs: BlobStore,
-    meta: MetaStore,
+    pub(super) blobs: BlobStore,
+    pub(super) meta: MetaStore,
     limits: RegistryOptions,
-    upload_locks: UploadLocks,
+    pub(super) upload_locks: UploadLocks,
     /// Woken after each event is committed, so delivery starts at once.
-    events_written: Arc<Notify>,
-    cache: ReadCache,
+    pub(super) events_written: Arc<Notify>,
+    pub(super) cache: ReadCache,
     /// When each repository was last pulled, not yet written to the store:
     /// a write per pull would cost more than the pull.
     pulls: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -217,7 +217,10 @@ impl Registry {
             )));
         }
         self.blobs.commit_upload(id, digest).await?;
-        self.meta.commit_blob(repo, digest, size, Some(id)).await
+        let present = || self.blobs.has_blob(digest);
+        self.meta
+            .commit_blob(repo, digest, size, Some(id), &present)
+            .await
     }
 
     /// Cancels an upload and drops its bytes.
@@ -248,7 +251,16 @@ impl Registry {
         };
         match size {
             Some(size) => {
-                self.meta.commit_blob(repo, digest, size, None).await?;
+                let present = || self.blobs.has_blob(digest);
+                match self
+                    .meta
+                    .commit_blob(repo, digest, size, None, &present)
+                    .await
+                {
+                    // Being collected: the client uploads it instead.
+                    Err(RegistryError::BlobUploadInvalid(_)) => return Ok(false),
+                    other => other?,
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -283,7 +295,14 @@ impl Registry {
         use tokio::io::AsyncSeekExt;
         let size = self.blob_size(repo, digest).await?;
         let range = range.map(|r| r.resolve(size)).transpose()?;
-        let mut file = self.blobs.open_blob(digest).await?;
+        let mut file = match self.blobs.open_blob(digest).await {
+            // Collected since the size was cached: gone, not broken.
+            Err(_) if !self.meta.blob_known(digest).await? => {
+                self.cache.forget_blob(repo.as_str(), digest.as_str());
+                return Err(RegistryError::BlobUnknown(digest.clone()));
+            }
+            other => other?,
+        };
         if let Some(r) = range {
             file.seek(std::io::SeekFrom::Start(r.start)).await?;
         }

@@ -114,9 +114,10 @@ mod tests {
     fn either_rule_keeps_a_tag() {
         let p = RetentionPolicy {
             keep_last: Some(1),
-            keep_days: Some(3),
+            keep_days: Some(4),
             tag_pattern: Some("v*".into()),
         };
+        // v4 is kept as the newest, v3 as pushed within 4 days.
         assert_eq!(sorted(p.expired(&tags(), 6 * DAY_MS)), ["v1", "v2"]);
     }
 

@@ -6,11 +6,13 @@
 mod accounts;
 mod admin;
 mod events;
+mod gc;
 
 pub use admin::{
     AuditRow, ManifestSummary, NewAudit, RepositorySummary, SettingsRow, SinkRow, TagRow,
 };
 pub use events::{AttemptOutcome, DeliveryRow, DeployRow, NewDeploy};
+pub use gc::GarbageManifest;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -182,16 +184,30 @@ impl MetaStore {
     }
 
     /// Makes a stored blob visible in `repo`, and ends the upload that
-    /// brought it, in one transaction.
+    /// brought it, in one transaction. `bytes_present` is asked inside the
+    /// transaction: a collector that removed the bytes has removed or
+    /// marked the row too, so a row is never written without its bytes.
+    /// A blob being collected is refused; the client uploads it again.
     pub async fn commit_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         size: u64,
         upload: Option<&str>,
+        bytes_present: &(dyn Fn() -> bool + Sync),
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         Self::ensure_repository(&mut tx, repo).await?;
+        let deleting: Option<i64> =
+            sqlx::query_scalar("SELECT deleting FROM blobs WHERE digest = ?")
+                .bind(digest.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if deleting == Some(1) || !bytes_present() {
+            return Err(crate::core::RegistryError::BlobUploadInvalid(format!(
+                "{digest} is being garbage collected; upload it again"
+            )));
+        }
         let now = now_ms();
         sqlx::query(
             "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -203,7 +219,7 @@ impl MetaStore {
         .await?;
         sqlx::query(
             "INSERT INTO repository_blobs (repository, digest, created_at) VALUES (?, ?, ?) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
@@ -239,7 +255,7 @@ impl MetaStore {
 
     /// The size of a blob if berth stores it, in any repository.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = ?")
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = ? AND deleting = 0")
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -309,6 +325,23 @@ impl MetaStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // Checked again inside the transaction: garbage collection may
+        // have taken a blob or child manifest since the caller looked.
+        for target in m.references {
+            let present: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1 AND deleting = 0) \
+                 OR EXISTS (SELECT 1 FROM manifests WHERE repository = ?2 AND digest = ?1)",
+            )
+            .bind(target.as_str())
+            .bind(repo.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+            if !present {
+                return Err(crate::core::RegistryError::ManifestBlobUnknown(
+                    target.clone(),
+                ));
+            }
+        }
         if inserted.rows_affected() == 1 {
             for target in m.references {
                 sqlx::query(

@@ -162,15 +162,13 @@ impl BlobStore {
         blocking(move || hash_reader(algorithm, File::open(path)?)).await
     }
 
-    /// Moves a finished, verified upload to its content address. If the blob
-    /// is already stored, the upload's copy is simply dropped.
+    /// Moves a finished, verified upload to its content address. A stored
+    /// copy is replaced (same bytes, atomically), rather than trusted: a
+    /// garbage collector may be about to delete it.
     pub async fn commit_upload(&self, upload: &str, digest: &Digest) -> Result<()> {
         let from = self.upload_path(upload);
         let to = self.blob_path(digest);
         blocking(move || {
-            if to.exists() {
-                return std::fs::remove_file(&from);
-            }
             let shard = to.parent().expect("blob path has a parent");
             if !shard.exists() {
                 // New directories are durable only once their parents'
@@ -190,6 +188,59 @@ impl BlobStore {
     /// Removes an upload's bytes; a missing file is not an error.
     pub async fn delete_upload(&self, upload: &str) -> Result<()> {
         let path = self.upload_path(upload);
+        blocking(move || match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Whether a blob's bytes are stored.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Every stored blob file: its digest, size and modification time.
+    /// Files whose names are not digests are left out.
+    pub async fn list_blobs(&self) -> Result<Vec<(Digest, u64, std::time::SystemTime)>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut found = Vec::new();
+            for algorithm in std::fs::read_dir(&root)? {
+                let algorithm = algorithm?;
+                let Some(name) = algorithm.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !algorithm.file_type()?.is_dir() {
+                    continue;
+                }
+                for shard in std::fs::read_dir(algorithm.path())? {
+                    let shard = shard?;
+                    if !shard.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for file in std::fs::read_dir(shard.path())? {
+                        let file = file?;
+                        let meta = file.metadata()?;
+                        let digest = file
+                            .file_name()
+                            .to_str()
+                            .and_then(|hex| format!("{name}:{hex}").parse::<Digest>().ok());
+                        if let (Some(digest), true) = (digest, meta.is_file()) {
+                            found.push((digest, meta.len(), meta.modified()?));
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Removes a blob's bytes; a missing file is not an error. Only garbage
+    /// collection calls this, for blobs the metadata no longer names.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
         blocking(move || match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

@@ -1,0 +1,232 @@
+//! Online garbage collection: what nothing references goes, while pushes
+//! and pulls go on. In order:
+//!
+//! 1. manifests with no tag, no manifest pointing at them, no subject, and
+//!    no rollout that ran them, older than the grace period (repeated, as
+//!    deleting an index frees its children);
+//! 2. blobs no manifest references and no repository linked within the
+//!    grace period: first the row, then the bytes;
+//! 3. uploads abandoned for longer than the upload age;
+//! 4. blob files the metadata does not name (left by a crash between the
+//!    bytes and the row), older than the grace period.
+//!
+//! Every delete re-checks its condition in the same statement, and a push
+//! re-checks its references inside its own transaction, so one of the two
+//! wins cleanly: a blob a push references is never lost. The grace period
+//! keeps what a push in progress has uploaded but not yet referenced.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{Registry, Result};
+use crate::events::{Action, Event, Origin};
+use crate::meta::now_ms;
+
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// Younger manifests, blobs and files are kept.
+    pub grace: Duration,
+    /// Uploads untouched for longer are purged.
+    pub upload_max_age: Duration,
+    /// Report what would go; delete nothing.
+    pub dry_run: bool,
+}
+
+/// What a run found (or, in a dry run, would delete).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub manifests_deleted: u64,
+    pub blobs_examined: u64,
+    pub blobs_deleted: u64,
+    /// Bytes of the deleted blobs, manifests and files.
+    pub bytes_freed: u64,
+    pub uploads_purged: u64,
+    pub orphan_files_deleted: u64,
+}
+
+/// Rows fetched per query.
+const BATCH: u32 = 500;
+/// How often a serving berth looks for changes made by other processes.
+const EXTERNAL_CACHE_POLL: Duration = Duration::from_millis(250);
+/// How long a collector waits, after marking blobs, before removing their
+/// bytes: long enough for every serving process to have dropped them from
+/// its cache.
+const EXTERNAL_CACHE_DELAY: Duration = Duration::from_millis(600);
+
+fn gc_origin() -> Origin {
+    Origin {
+        actor: Some("berth:gc".into()),
+        ..Origin::default()
+    }
+}
+
+impl Registry {
+    pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport> {
+        let started = SystemTime::now();
+        let started_ms = now_ms();
+        let cutoff = started_ms - options.grace.as_millis() as i64;
+        let mut report = GcReport {
+            dry_run: options.dry_run,
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            blobs_examined: self.meta.blob_count().await?,
+            ..GcReport::default()
+        };
+        self.collect_manifests(cutoff, options.dry_run, &mut report)
+            .await?;
+        self.collect_blobs(cutoff, options.dry_run, &mut report)
+            .await?;
+        let upload_cutoff = started_ms - options.upload_max_age.as_millis() as i64;
+        for id in self.meta.stale_uploads(upload_cutoff).await? {
+            if options.dry_run {
+                report.uploads_purged += 1;
+                continue;
+            }
+            let _upload = self.upload_locks.lock(&id).await;
+            if self.meta.delete_stale_upload(&id, upload_cutoff).await? {
+                self.blobs.delete_upload(&id).await?;
+                report.uploads_purged += 1;
+            }
+        }
+        self.collect_orphan_files(cutoff, options.dry_run, &mut report)
+            .await?;
+        report.duration_ms = started.elapsed().unwrap_or_default().as_millis() as u64;
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        self.meta
+            .record_gc_run(started_ms, now_ms(), options.dry_run, &json)
+            .await?;
+        tracing::info!(report = %json, "garbage collection finished");
+        Ok(report)
+    }
+
+    async fn collect_manifests(
+        &self,
+        cutoff: i64,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        loop {
+            let batch = self.meta.garbage_manifests(cutoff, BATCH).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut deleted = 0;
+            for m in &batch {
+                if dry_run {
+                    deleted += 1;
+                    report.bytes_freed += m.size as u64;
+                    continue;
+                }
+                let mut event = Event::new(Action::Delete, &m.repository, &gc_origin());
+                event.digest = Some(m.digest.clone());
+                event.media_type = Some(m.media_type.clone());
+                if self.meta.delete_garbage_manifest(m, cutoff, &event).await? {
+                    deleted += 1;
+                    report.bytes_freed += m.size as u64;
+                }
+            }
+            report.manifests_deleted += deleted;
+            if deleted > 0 && !dry_run {
+                self.events_written.notify_one();
+                self.cache_changed().await?;
+            }
+            // A dry run deletes nothing, so the next query would answer the
+            // same: it sees one level (children of a deleted index stay).
+            if dry_run || deleted == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn collect_blobs(&self, cutoff: i64, dry_run: bool, report: &mut GcReport) -> Result<()> {
+        if !dry_run {
+            // Left marked by a run that stopped midway.
+            for (digest, size) in self.meta.marked_blobs().await? {
+                self.remove_marked_blob(&digest).await?;
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
+            }
+        }
+        let mut after = String::new();
+        loop {
+            let batch = self.meta.garbage_blobs(cutoff, &after, BATCH).await?;
+            let Some((last, _)) = batch.last() else {
+                return Ok(());
+            };
+            after = last.to_string();
+            let mut marked = Vec::new();
+            for (digest, size) in batch {
+                if dry_run || self.meta.mark_garbage_blob(&digest, cutoff).await? {
+                    report.blobs_deleted += 1;
+                    report.bytes_freed += size;
+                    marked.push(digest);
+                }
+            }
+            if dry_run || marked.is_empty() {
+                continue;
+            }
+            // Caches (here and in a serving berth, if this is `berth gc`)
+            // drop the marked blobs before their bytes go.
+            self.cache_changed().await?;
+            tokio::time::sleep(EXTERNAL_CACHE_DELAY).await;
+            for digest in marked {
+                self.remove_marked_blob(&digest).await?;
+            }
+        }
+    }
+
+    async fn remove_marked_blob(&self, digest: &crate::core::names::Digest) -> Result<()> {
+        self.blobs.delete_blob(digest).await?;
+        self.meta.delete_marked_blob(digest).await
+    }
+
+    /// Drops this process's cached reads and tells other processes to.
+    async fn cache_changed(&self) -> Result<()> {
+        self.cache.clear();
+        self.meta.bump_cache_epoch().await
+    }
+
+    /// Follows changes other processes announce, clearing the read cache
+    /// when one happened. Runs until the process ends.
+    pub async fn follow_cache_epoch(&self) {
+        let mut seen = self.meta.cache_epoch().await.unwrap_or_default();
+        loop {
+            tokio::time::sleep(EXTERNAL_CACHE_POLL).await;
+            match self.meta.cache_epoch().await {
+                Ok(epoch) if epoch != seen => {
+                    self.cache.clear();
+                    seen = epoch;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading the cache epoch"),
+            }
+        }
+    }
+
+    async fn collect_orphan_files(
+        &self,
+        cutoff: i64,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff.max(0) as u64);
+        for (digest, size, modified) in self.blobs.list_blobs().await? {
+            if modified >= cutoff_time || self.meta.blob_known(&digest).await? {
+                continue;
+            }
+            report.orphan_files_deleted += 1;
+            report.bytes_freed += size;
+            if !dry_run {
+                // A push that brings these bytes now replaces the file and
+                // checks it is there inside its transaction, so removing
+                // it cannot leave a row without bytes.
+                self.blobs.delete_blob(&digest).await?;
+            }
+        }
+        Ok(())
+    }
+}

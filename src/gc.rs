@@ -1,0 +1,86 @@
+//! Runs garbage collection ([`crate::core::gc`]): on a timer, and when an
+//! admin asks. One run at a time per process; reports are kept in the
+//! metadata store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::GcConfig;
+use crate::core::gc::GcReport;
+use crate::core::{Registry, RegistryError, Result};
+use crate::meta::MetaStore;
+
+pub struct GarbageCollector {
+    registry: Arc<Registry>,
+    meta: MetaStore,
+    config: GcConfig,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl GarbageCollector {
+    pub fn new(registry: Arc<Registry>, meta: MetaStore, config: GcConfig) -> GarbageCollector {
+        GarbageCollector {
+            registry,
+            meta,
+            config,
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Runs now, unless a run is in progress (then `Conflict`).
+    pub async fn run(&self, dry_run: bool) -> Result<GcReport> {
+        let _running = self
+            .running
+            .try_lock()
+            .map_err(|_| RegistryError::Conflict("garbage collection is running already".into()))?;
+        self.registry
+            .collect_garbage(self.config.options(dry_run))
+            .await
+    }
+
+    /// Starts a run in the background; `Conflict` if one is in progress.
+    pub fn start(self: &Arc<Self>, dry_run: bool) -> Result<()> {
+        if self.is_running() {
+            return Err(RegistryError::Conflict(
+                "garbage collection is running already".into(),
+            ));
+        }
+        let gc = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gc.run(dry_run).await {
+                tracing::warn!(error = %e, "garbage collection");
+            }
+        });
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.try_lock().is_err()
+    }
+
+    /// The newest run's report, from this process or any other.
+    pub async fn last_report(&self) -> Result<Option<GcReport>> {
+        Ok(self
+            .meta
+            .last_gc_report()
+            .await?
+            .and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// Runs every `interval_seconds`, if set.
+    pub fn spawn_timer(self: &Arc<Self>) {
+        if self.config.interval_seconds == 0 {
+            return;
+        }
+        let gc = self.clone();
+        let every = Duration::from_secs(gc.config.interval_seconds);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = gc.run(false).await {
+                    tracing::warn!(error = %e, "scheduled garbage collection");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,233 @@
+//! The queries garbage collection runs. Each delete repeats its candidate
+//! condition in the same statement, so whatever a push committed in the
+//! meantime (a tag, a reference, a fresh link) keeps the row.
+
+use sqlx::Row;
+
+use crate::core::Result;
+use crate::core::names::Digest;
+use crate::events::Event;
+use crate::meta::MetaStore;
+
+/// A manifest nothing needs any more: no tag, no manifest that points at
+/// it, no subject it refers to, and no rollout that ran it. `?1` is the
+/// cutoff time: younger manifests are kept.
+macro_rules! manifest_is_garbage {
+    () => {
+        "m.created_at < ?1 \
+         AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) \
+         AND NOT EXISTS (SELECT 1 FROM manifest_references r \
+                         WHERE r.repository = m.repository AND r.target = m.digest) \
+         AND (m.subject IS NULL OR NOT EXISTS (SELECT 1 FROM manifests s \
+                         WHERE s.repository = m.repository AND s.digest = m.subject)) \
+         AND NOT EXISTS (SELECT 1 FROM deploys d WHERE d.state IN ('patching', 'rolling', 'succeeded') \
+                         AND d.new_image LIKE '%/' || m.repository || '@' || m.digest)"
+    };
+}
+
+/// A blob no manifest references and no repository linked since the
+/// cutoff `?1`.
+macro_rules! blob_is_garbage {
+    () => {
+        "b.created_at < ?1 \
+         AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.target = b.digest) \
+         AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.created_at >= ?1)"
+    };
+}
+
+/// A manifest garbage collection may delete.
+pub struct GarbageManifest {
+    pub repository: String,
+    pub digest: String,
+    pub media_type: String,
+    pub size: i64,
+}
+
+impl MetaStore {
+    pub async fn garbage_manifests(&self, cutoff: i64, limit: u32) -> Result<Vec<GarbageManifest>> {
+        let rows = sqlx::query(concat!(
+            "SELECT m.repository, m.digest, m.media_type, m.size FROM manifests m WHERE ",
+            manifest_is_garbage!(),
+            " ORDER BY m.repository, m.digest LIMIT ?2"
+        ))
+        .bind(cutoff)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| GarbageManifest {
+                repository: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                size: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Deletes the manifest if it is still garbage, writing `event` with it.
+    pub async fn delete_garbage_manifest(
+        &self,
+        m: &GarbageManifest,
+        cutoff: i64,
+        event: &Event,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(concat!(
+            "DELETE FROM manifests AS m WHERE m.repository = ?2 AND m.digest = ?3 AND ",
+            manifest_is_garbage!()
+        ))
+        .bind(cutoff)
+        .bind(&m.repository)
+        .bind(&m.digest)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = done.rows_affected() == 1;
+        if deleted {
+            Self::insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Up to `limit` garbage blobs after `after`, in digest order.
+    pub async fn garbage_blobs(
+        &self,
+        cutoff: i64,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT b.digest, b.size FROM blobs b WHERE b.digest > ?2 AND b.deleting = 0 AND ",
+            blob_is_garbage!(),
+            " ORDER BY b.digest LIMIT ?3"
+        ))
+        .bind(cutoff)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.get::<String, _>(0).parse()?, r.get::<i64, _>(1) as u64)))
+            .collect()
+    }
+
+    pub async fn blob_count(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
+    /// Marks a blob as being collected (and drops its links) if it is
+    /// still garbage; true if it did, and then its bytes may go.
+    pub async fn mark_garbage_blob(&self, digest: &Digest, cutoff: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(concat!(
+            "UPDATE blobs AS b SET deleting = 1 WHERE b.digest = ?2 AND b.deleting = 0 AND ",
+            blob_is_garbage!()
+        ))
+        .bind(cutoff)
+        .bind(digest.as_str())
+        .execute(&mut *tx)
+        .await?;
+        let marked = done.rows_affected() == 1;
+        if marked {
+            sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(marked)
+    }
+
+    /// Blobs marked by a collection that did not finish.
+    pub async fn marked_blobs(&self) -> Result<Vec<(Digest, u64)>> {
+        let rows = sqlx::query("SELECT digest, size FROM blobs WHERE deleting = 1 ORDER BY digest")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.get::<String, _>(0).parse()?, r.get::<i64, _>(1) as u64)))
+            .collect()
+    }
+
+    /// Removes a marked blob's row, once its bytes are gone.
+    pub async fn delete_marked_blob(&self, digest: &Digest) -> Result<()> {
+        sqlx::query("DELETE FROM blobs WHERE digest = ? AND deleting = 1")
+            .bind(digest.as_str())
+            .execute(&mut *self.pool.acquire().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Tells other processes' caches that something they may hold went.
+    pub async fn bump_cache_epoch(&self) -> Result<()> {
+        sqlx::query("UPDATE cache_epoch SET n = n + 1 WHERE id = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn cache_epoch(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT n FROM cache_epoch WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Whether the metadata names a blob.
+    pub async fn blob_known(&self, digest: &Digest) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND deleting = 0")
+            .bind(digest.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Uploads nobody has written to since `cutoff`.
+    pub async fn stale_uploads(&self, cutoff: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < ? ORDER BY id")
+            .bind(cutoff)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Ends an upload if it is still stale.
+    pub async fn delete_stale_upload(&self, id: &str, cutoff: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM uploads WHERE id = ? AND updated_at < ?")
+            .bind(id)
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn record_gc_run(
+        &self,
+        started_at: i64,
+        finished_at: i64,
+        dry_run: bool,
+        report: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO gc_runs (started_at, finished_at, dry_run, report) VALUES (?, ?, ?, ?)",
+        )
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(dry_run as i64)
+        .bind(report)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The newest run's report (JSON).
+    pub async fn last_gc_report(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT report FROM gc_runs ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
