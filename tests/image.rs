@@ -13,6 +13,8 @@
 #[path = "common/clients.rs"]
 mod clients;
 mod common;
+#[path = "common/dockerfile.rs"]
+mod dockerfile;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -34,7 +36,7 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
     let docker = Docker::start(&work.path().join("d"));
     let builder = BuildkitDocker::find(&docker);
 
-    let base = dockerfile_arg("BASE_IMAGE");
+    let base = dockerfile::arg("BASE_IMAGE");
     import_debian_base(&docker, &base);
     build_binary_image(&builder, &work.path().join("bin"));
     ok(builder
@@ -179,6 +181,11 @@ impl<'a> Container<'a> {
             name,
             "--network",
             "host",
+            // As deploy/berth.yaml runs it: nothing but the volume and /tmp
+            // is writable.
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
             "--env",
             &format!("BERTH_LISTEN={listen}"),
             "--volume",
@@ -224,18 +231,6 @@ impl<'a> Container<'a> {
     fn remove(&self) {
         ok(&mut self.docker.cmd(&["rm", "--force", self.name]));
     }
-}
-
-/// The default of `ARG NAME=...` in the Dockerfile.
-fn dockerfile_arg(name: &str) -> String {
-    let dockerfile = fs::read_to_string(common::repo_root().join("Dockerfile")).unwrap();
-    let prefix = format!("ARG {name}=");
-    dockerfile
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no `{prefix}...` in the Dockerfile"))
-        .trim()
-        .to_owned()
 }
 
 /// Makes `image` (`debian:<suite>-...`) in the test's dockerd from a
@@ -295,10 +290,11 @@ fn debian_mirror(suite: &str) -> String {
                         .map(|value| value.split_whitespace().collect::<Vec<_>>())
                         .unwrap_or_default()
                 };
-                if field("Types").contains(&"deb") && field("Suites").contains(&suite) {
-                    if let Some(uri) = field("URIs").into_iter().find(|u| is_main_archive(u)) {
-                        return uri.to_owned();
-                    }
+                if field("Types").contains(&"deb")
+                    && field("Suites").contains(&suite)
+                    && let Some(uri) = field("URIs").into_iter().find(|u| is_main_archive(u))
+                {
+                    return uri.to_owned();
                 }
             }
         } else if name.ends_with(".list") {
