@@ -298,6 +298,29 @@ fn berth_refuses_to_start_without_the_named_admin_password_file() {
     );
 }
 
+/// The image's HEALTHCHECK: `berth healthcheck` finds berth where `berth
+/// serve` would listen (a wildcard address through loopback) and fails once
+/// it is gone.
+#[test]
+fn berth_healthcheck_answers_for_the_berth_serving_here() {
+    let berth = Berth::start_secure("");
+    let port = berth.host.rsplit(':').next().unwrap().to_owned();
+    // The built-in defaults (no config.toml here), as the address is all
+    // that matters.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let healthcheck = |listen: &str| {
+        run(Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("healthcheck")
+            .env("BERTH_LISTEN", listen)
+            .current_dir(elsewhere.path()))
+    };
+    let ran = healthcheck(&format!("0.0.0.0:{port}"));
+    assert!(ran.success(), "{}", ran.report());
+    drop(berth);
+    let ran = healthcheck(&format!("0.0.0.0:{port}"));
+    assert!(!ran.success(), "healthy without berth\n{}", ran.report());
+}
+
 /// `systemd-analyze verify` loads the unit as systemd would, in a root with
 /// the unit, the host's own units (for the targets it names) and the binary
 /// at its ExecStart path, and complains about nothing.
