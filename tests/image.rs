@@ -41,6 +41,7 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
     let base = dockerfile::arg("BASE_IMAGE");
     import_debian_base(&docker, &base);
     build_binary_image(&builder, &work.path().join("bin"));
+    // RUN steps on the host's network: the test's dockerd has no bridge.
     ok(builder
         .cmd(&["build", "--quiet", "--network", "host"])
         .args(["--build-arg", &format!("BINARY_FROM={BINARY_IMAGE}")])
@@ -63,6 +64,7 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
         berth_uid.trim(),
         "not the image's berth user"
     );
+    assert_eq!(berth_uid.trim(), dockerfile::arg("BERTH_UID"));
 
     let password = ok(&mut docker.cmd(&[
         "exec",

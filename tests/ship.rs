@@ -185,9 +185,9 @@ fn the_kubernetes_manifests_are_accepted_and_fit_berth() {
 
     // Data on the claimed volume.
     assert_eq!(config.data_dir, mount_of("data"));
-    let claims = cluster.get_json(&["statefulset", "berth", "-n", NAMESPACE]);
+    let statefulset = cluster.get_json(&["statefulset", "berth", "-n", NAMESPACE]);
     assert_eq!(
-        claims["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
         "data"
     );
 
