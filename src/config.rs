@@ -215,6 +215,10 @@ pub struct AuthConfig {
     /// PKCS#8 PEM P-256 key that signs tokens. Empty:
     /// `<data_dir>/keys/token-signing-key.pem`, created on first start.
     pub signing_key: PathBuf,
+    /// A file holding the password of the `admin` account created on the
+    /// first start (a mounted Kubernetes Secret, say). Empty: a random one,
+    /// written to `<data_dir>/initial-admin-password`.
+    pub initial_admin_password_file: PathBuf,
     /// Wrong passwords in a row (per address and account) before further
     /// attempts are refused for a while, doubling with each new failure.
     pub max_failed_logins: u32,
@@ -264,6 +268,7 @@ impl Default for AuthConfig {
             realm: String::new(),
             token_ttl_seconds: 300,
             signing_key: PathBuf::new(),
+            initial_admin_password_file: PathBuf::new(),
             max_failed_logins: 5,
             trusted_issuers: Vec::new(),
         }
@@ -417,6 +422,7 @@ mod tests {
         );
         assert_eq!(a.token_ttl_seconds, b.token_ttl_seconds);
         assert_eq!(a.signing_key, b.signing_key);
+        assert_eq!(a.initial_admin_password_file, b.initial_admin_password_file);
         assert_eq!(a.max_failed_logins, b.max_failed_logins);
         assert!(a.trusted_issuers.is_empty());
         assert_eq!(shipped.tls.cert, defaults.tls.cert);

@@ -44,7 +44,9 @@ impl App {
         let blobs = BlobStore::open(&config.data_dir)?;
         let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
         let auth = Arc::new(Auth::new(config, meta.clone())?);
-        let initial_admin_password = auth.create_initial_admin(&config.data_dir).await?;
+        let initial_admin_password = auth
+            .create_initial_admin(&config.data_dir, &config.auth.initial_admin_password_file)
+            .await?;
         let limits = RegistryOptions {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             delete_enabled: config.delete_enabled,

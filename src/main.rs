@@ -97,6 +97,17 @@ enum Command {
     /// Manage a running berth through its admin API (repositories,
     /// accounts, webhooks, deploy rules, audit log).
     Admin(admin_cli::AdminArgs),
+    /// Exit 0 if the berth serving here answers /healthz with 200; for
+    /// container health checks in images that have no curl.
+    Healthcheck {
+        /// The URL to ask [default: /healthz on the configured address,
+        /// over loopback when it listens on every address].
+        #[arg(long)]
+        url: Option<String>,
+        /// The address `berth serve` listens on, if not the configured one.
+        #[arg(long, env = "BERTH_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -204,6 +215,7 @@ async fn run() -> anyhow::Result<()> {
             }
             serve(config).await
         }
+        Command::Healthcheck { url, listen } => healthcheck(&config, url, listen).await,
         command => manage(&config, command).await,
     }
 }
@@ -310,7 +322,9 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
     let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
     let admin = AccountAdmin::new(meta.clone());
     match command {
-        Command::Serve { .. } | Command::Admin(_) => unreachable!("handled by run"),
+        Command::Serve { .. } | Command::Admin(_) | Command::Healthcheck { .. } => {
+            unreachable!("handled by run")
+        }
         Command::User(UserCommand::Add {
             name,
             password_stdin,
@@ -493,6 +507,47 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn healthcheck(
+    config: &Config,
+    url: Option<String>,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = listen.unwrap_or(config.listen);
+        // A wildcard address is not one to connect to; loopback reaches it.
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        let scheme = if config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}/healthz")
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        // The certificate names the registry's public host, not the
+        // loopback address this asks; whether berth answers is the question.
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("GET {url}: {e}"))?;
+    anyhow::ensure!(
+        response.status() == reqwest::StatusCode::OK,
+        "GET {url}: {}",
+        response.status()
+    );
+    println!("{url}: {}", response.status());
     Ok(())
 }
 

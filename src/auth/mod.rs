@@ -187,20 +187,42 @@ impl Auth {
         })
     }
 
-    /// On a store with no accounts, creates `admin` with a random password,
-    /// able to do everything, and writes the password to
-    /// `<data_dir>/initial-admin-password` (mode 0600). Returns the password
-    /// when it did so.
-    pub async fn create_initial_admin(&self, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    /// On a store with no accounts, creates `admin`, able to do everything,
+    /// with the password in `password_file` or, when that is empty, a
+    /// random one written to `<data_dir>/initial-admin-password` (mode
+    /// 0600). Returns the password when it generated one.
+    pub async fn create_initial_admin(
+        &self,
+        data_dir: &Path,
+        password_file: &Path,
+    ) -> anyhow::Result<Option<String>> {
         if self.meta.account_count().await? > 0 {
             return Ok(None);
         }
-        let password = accounts::random_secret();
-        let file = data_dir.join("initial-admin-password");
-        // The file first: an admin whose password nobody can read is worse
-        // than none. A file left from an earlier attempt is replaced.
-        let _ = std::fs::remove_file(&file);
-        token::write_private_file(&file, format!("{password}\n").as_bytes())?;
+        let given = !password_file.as_os_str().is_empty();
+        let password = if given {
+            let text = std::fs::read_to_string(password_file).map_err(|e| {
+                anyhow::anyhow!(
+                    "auth.initial_admin_password_file {}: {e}",
+                    password_file.display()
+                )
+            })?;
+            let password = text.trim_end_matches(['\r', '\n']).to_owned();
+            anyhow::ensure!(
+                !password.is_empty(),
+                "auth.initial_admin_password_file {} is empty",
+                password_file.display()
+            );
+            password
+        } else {
+            let password = accounts::random_secret();
+            let file = data_dir.join("initial-admin-password");
+            // The file first: an admin whose password nobody can read is
+            // worse than none. A file left from an earlier attempt is replaced.
+            let _ = std::fs::remove_file(&file);
+            token::write_private_file(&file, format!("{password}\n").as_bytes())?;
+            password
+        };
         self.meta
             .insert_account(
                 "admin",
@@ -213,6 +235,13 @@ impl Auth {
             actions: Actions::ALL,
         };
         self.meta.put_grant("admin", &everything).await?;
+        if given {
+            tracing::info!(
+                file = %password_file.display(),
+                "created the account \"admin\" with the password in the file"
+            );
+            return Ok(None);
+        }
         Ok(Some(password))
     }
 
