@@ -33,8 +33,6 @@ const DATA: &str = "/var/lib/berth";
 #[test]
 fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
     let work = clients::short_tempdir();
-    // Dropped after dockerd stops and before `work` is removed.
-    let _netns = Unmount(work.path().join("d/x/netns/default"));
     let docker = Docker::start(&work.path().join("d"));
     let builder = BuildkitDocker::find(&docker);
 
@@ -127,21 +125,6 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
 /// dockerd leaves its network namespace mounted under its exec root when it
 /// exits; while it is, the test's temporary directory (gigabytes of image
 /// layers) cannot be removed.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let path = self.0.to_string_lossy();
-        if mounts
-            .lines()
-            .any(|line| line.split(' ').nth(1) == Some(&path))
-        {
-            let _ = Command::new("umount").arg(&self.0).status();
-        }
-    }
-}
-
 /// `docker` with BuildKit, which skips the Dockerfile's compile stage when
 /// BINARY_FROM names another: a CLI with the buildx plugin, or one from
 /// before Docker 23 (Debian's docker.io), which has BuildKit built in.

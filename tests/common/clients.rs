@@ -596,6 +596,25 @@ impl Containerd {
 pub struct Docker {
     pub dir: PathBuf,
     pub daemon: Daemon,
+    /// Dropped after the daemon stops: dockerd leaves its network
+    /// namespace mounted, which would keep the test's temp dir alive.
+    _netns: Unmount,
+}
+
+/// Unmounts a path (if mounted) when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let path = self.0.to_string_lossy();
+        if mounts
+            .lines()
+            .any(|line| line.split(' ').nth(1) == Some(&path))
+        {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
 }
 
 impl Docker {
@@ -634,6 +653,7 @@ impl Docker {
         let mut docker = Docker {
             dir: dir.to_owned(),
             daemon,
+            _netns: Unmount(dir.join("x/netns/default")),
         };
         let probe_dir = docker.dir.clone();
         docker
