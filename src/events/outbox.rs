@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -94,6 +95,8 @@ pub struct Dispatcher {
 struct Worker {
     sink: Arc<dyn Sink>,
     wake: Arc<Notify>,
+    /// Set to end the loop after the delivery in flight, if any.
+    stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -133,16 +136,21 @@ impl Dispatcher {
     }
 
     /// Starts a delivery loop for each new or changed sink and stops those
-    /// of sinks that are gone. A stopped loop's delivery in flight is
-    /// retried by its successor, if any.
+    /// of sinks that are gone or changed. A stopping loop finishes the
+    /// delivery in flight (and records it) before a changed sink's new loop
+    /// starts, so a change never sends an event twice.
     fn follow_sinks(&self, workers: &mut HashMap<String, Worker>) {
         let current = self.sinks.current();
+        let mut retiring: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         workers.retain(|name, w| {
             let same = current
                 .iter()
                 .any(|s| s.name() == name && Arc::ptr_eq(s, &w.sink));
             if !same {
-                w.task.abort();
+                w.stop.store(true, Ordering::Release);
+                w.wake.notify_one();
+                let task = std::mem::replace(&mut w.task, tokio::spawn(async {}));
+                retiring.insert(name.clone(), task);
             }
             same
         });
@@ -151,17 +159,27 @@ impl Dispatcher {
                 continue;
             }
             let wake = Arc::new(Notify::new());
-            let task = tokio::spawn(deliver_loop(
+            let stop = Arc::new(AtomicBool::new(false));
+            let previous = retiring.remove(sink.name());
+            let work = deliver_loop(
                 self.meta.clone(),
                 sink.clone(),
                 self.policy,
                 wake.clone(),
-            ));
+                stop.clone(),
+            );
+            let task = tokio::spawn(async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                work.await
+            });
             workers.insert(
                 sink.name().to_owned(),
                 Worker {
                     sink: sink.clone(),
                     wake,
+                    stop,
                     task,
                 },
             );
@@ -196,8 +214,9 @@ async fn deliver_loop(
     sink: Arc<dyn Sink>,
     policy: RetryPolicy,
     wake: Arc<Notify>,
+    stop: Arc<AtomicBool>,
 ) {
-    loop {
+    while !stop.load(Ordering::Acquire) {
         match deliver_next(&meta, sink.as_ref(), &policy).await {
             Ok(true) => continue,
             Ok(false) => {}

@@ -1,0 +1,551 @@
+//! The admin API over HTTP against a running berth: who may use it, what
+//! the repository listing says, and webhooks and deploy rules made, changed
+//! and removed at run time, delivering to a real receiver and a real
+//! Kubernetes API.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kube::Cluster;
+use common::push::{OCI_MANIFEST, push_blob, push_image, push_tagged, put_manifest, random_bytes};
+use common::{Berth, sha256};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+fn admin(b: &Berth, c: &Client, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    c.request(method, b.url(&format!("/admin/v1{path}")))
+        .basic_auth("admin", Some(b.admin_password()))
+}
+
+async fn get(b: &Berth, c: &Client, path: &str) -> Value {
+    let r = admin(b, c, reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+    r.json().await.unwrap()
+}
+
+/// Polls `check` until it holds, for things that happen in the background.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn only_registry_admins_may_use_it() {
+    let b = Berth::start_secure("");
+    let c = Client::new();
+    let r = c.get(b.url("/admin/v1/repositories")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        common::header(&r, "www-authenticate"),
+        r#"Basic realm="berth admin""#
+    );
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "UNAUTHORIZED");
+
+    // Admin of one namespace is not admin of the registry.
+    b.manage_with_input(
+        &["user", "add", "alice", "--password-stdin"],
+        "alice-password\n",
+    );
+    b.manage(&["grant", "alice", "team", "admin"]);
+    let r = c
+        .get(b.url("/admin/v1/accounts"))
+        .basic_auth("alice", Some("alice-password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "FORBIDDEN");
+    assert!(e["message"].as_str().unwrap().contains("alice"), "{e}");
+
+    // The document is public: it says what exists, not what is in it.
+    let doc: Value = c
+        .get(b.url("/admin/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(doc["paths"]["/admin/v1/repositories/{name}/settings"]["put"].is_object());
+
+    // Unknown paths and bad input answer JSON errors, not HTML or 500s.
+    let r = admin(&b, &c, reqwest::Method::GET, "/nothing/here")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = admin(&b, &c, reqwest::Method::GET, "/repositories?limit=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = admin(&b, &c, reqwest::Method::GET, "/repositories/Not%20A%20Name")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "INVALID");
+    let r = admin(&b, &c, reqwest::Method::POST, "/accounts")
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_repository_listing_counts_what_each_holds() {
+    let b = Berth::start();
+    let c = Client::new();
+    push_tagged(&c, &b, "team/app", "v1").await;
+    push_tagged(&c, &b, "team/app", "v2").await;
+    // A blob shared with another repository counts in both totals, in
+    // neither's unique size.
+    let shared = random_bytes(10_000);
+    let shared_digest = push_blob(&c, &b, "team/app", &shared).await;
+    let r = c
+        .post(b.url(&format!(
+            "/v2/team/web/blobs/uploads/?mount={shared_digest}&from=team/app"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    push_tagged(&c, &b, "other/thing", "1").await;
+
+    let page = get(&b, &c, "/repositories?q=team").await;
+    let names: Vec<&str> = page["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team/app", "team/web"]);
+    let app = &page["repositories"][0];
+    assert_eq!(app["tag_count"], 2);
+    assert_eq!(app["manifest_count"], 2);
+    let total = app["total_size"].as_i64().unwrap();
+    let unique = app["unique_size"].as_i64().unwrap();
+    assert_eq!(total - unique, 10_000, "{app}");
+    assert!(app["last_push"].is_string());
+    assert!(app["last_pull"].is_null());
+    let web = &page["repositories"][1];
+    assert_eq!(web["total_size"], 10_000);
+    assert_eq!(web["unique_size"], 0);
+
+    // Paging: one at a time, following `next`.
+    let first = get(&b, &c, "/repositories?limit=1").await;
+    assert_eq!(first["repositories"][0]["name"], "other/thing");
+    let next = first["next"].as_str().unwrap();
+    let second = get(&b, &c, &format!("/repositories?limit=1&after={next}")).await;
+    assert_eq!(second["repositories"][0]["name"], "team/app");
+
+    // A pull shows at once (it is written to the store in batches).
+    let r = c
+        .get(b.url("/v2/team/app/manifests/v1"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let app = get(&b, &c, "/repositories/team%2Fapp").await;
+    assert!(app["last_pull"].is_string(), "{app}");
+
+    // Tags with platforms; deleting the repository takes everything.
+    let tags = get(&b, &c, "/repositories/team%2Fapp/tags").await;
+    assert_eq!(tags[0]["platforms"], json!(["linux/amd64"]));
+    let r = admin(&b, &c, reqwest::Method::DELETE, "/repositories/team%2Fapp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = c
+        .get(b.url("/v2/team/app/manifests/v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Who did it, from where; and each manifest it took, as a delete.
+    let audit = get(&b, &c, "/audit").await;
+    assert_eq!(audit[0]["action"], "repository.delete", "{audit}");
+    assert_eq!(audit[0]["actor"], "admin");
+    assert_eq!(audit[0]["address"], "127.0.0.1");
+    assert_eq!(audit[1]["action"], "manifest.delete", "{audit}");
+}
+
+#[tokio::test]
+async fn immutable_tags_refuse_to_move() {
+    let b = Berth::start();
+    let c = Client::new();
+    let first = push_tagged(&c, &b, "team/app", "1.0").await;
+    let r = admin(
+        &b,
+        &c,
+        reqwest::Method::PUT,
+        "/repositories/team%2Fapp/settings",
+    )
+    .json(&json!({ "immutable_tags": true }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let other = push_image(&c, &b, "team/app", OCI_MANIFEST).await;
+    let body = serde_json::to_vec(&other).unwrap();
+    let r = put_manifest(&c, &b, "team/app", "1.0", OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["errors"][0]["code"], "DENIED");
+    assert!(
+        e["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    // A new tag is fine, and the old one still points where it did.
+    let r = put_manifest(&c, &b, "team/app", "1.1", OCI_MANIFEST, &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let tags = get(&b, &c, "/repositories/team%2Fapp/tags").await;
+    let one = tags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "1.0")
+        .unwrap();
+    assert_eq!(one["digest"], first.as_str());
+    assert_eq!(sha256(&body), tags[0]["digest"].as_str().unwrap());
+}
+
+/// A small HTTP server that records the bodies POSTed to it.
+async fn receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + length {
+                            let body = &buf[end + 4..end + 4 + length];
+                            let _ = tx.send(serde_json::from_slice(body).unwrap_or(Value::Null));
+                            let _ = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn webhooks_made_through_the_api_take_events_at_once() {
+    let b = Berth::start_with_config(
+        "[[events.webhooks]]\nname = \"from-file\"\nurl = \"http://127.0.0.1:9/\"\nactions = [\"delete\"]\n",
+    );
+    let c = Client::new();
+    let (first_url, mut first) = receiver().await;
+    let (second_url, mut second) = receiver().await;
+
+    let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "name": "ci", "url": first_url, "secret": "s3cret", "repositories": ["team/*"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(
+        created["spec"]["secret"], "(set)",
+        "secrets are never shown"
+    );
+    let hooks = get(&b, &c, "/webhooks").await;
+    let from_file = hooks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "from-file")
+        .unwrap();
+    assert_eq!(from_file["from_config"], true);
+
+    // The config file's webhook is changed there, not here.
+    let r = admin(&b, &c, reqwest::Method::DELETE, "/webhooks/from-file")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // Names are unique; specs are checked.
+    let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "name": "ci", "url": first_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "name": "bad", "url": "not a url" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // Test-fire: a ping, answered.
+    let r: Value = admin(&b, &c, reqwest::Method::POST, "/webhooks/ci/test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    let ping = first.recv().await.unwrap();
+    assert_eq!(ping["events"][0]["action"], "ping");
+
+    let digest = push_tagged(&c, &b, "team/app", "v1").await;
+    let event = first.recv().await.unwrap();
+    assert_eq!(event["events"][0]["target"]["digest"], digest.as_str());
+
+    // Moved to another receiver: the next push goes there.
+    let r = admin(&b, &c, reqwest::Method::PUT, "/webhooks/ci")
+        .json(&json!({ "name": "ci", "url": second_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let digest = push_tagged(&c, &b, "team/app", "v2").await;
+    let event = second.recv().await.unwrap();
+    assert_eq!(event["events"][0]["target"]["digest"], digest.as_str());
+
+    // Redelivery sends the same event again.
+    // Recorded once the receiver has answered.
+    let seq = eventually("both pushes recorded as delivered", async || {
+        let d = get(&b, &c, "/deliveries?sink=webhook:ci&state=delivered").await;
+        (d.as_array().unwrap().len() == 2).then(|| d[0]["event_seq"].as_i64().unwrap())
+    })
+    .await;
+    let r = admin(
+        &b,
+        &c,
+        reqwest::Method::POST,
+        &format!("/deliveries/{seq}/webhook:ci/redeliver"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let again = second.recv().await.unwrap();
+    assert_eq!(again["events"][0]["target"]["digest"], digest.as_str());
+
+    // Deleted: later pushes are not delivered to it. Another webhook,
+    // made after the delete, tells when a later push has been fanned out.
+    let r = admin(&b, &c, reqwest::Method::DELETE, "/webhooks/ci")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let before = get(&b, &c, "/deliveries?sink=webhook:ci").await;
+    let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
+        .json(&json!({ "name": "witness", "url": first_url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let digest = push_tagged(&c, &b, "team/app", "v3").await;
+    let seen = first.recv().await.unwrap();
+    assert_eq!(seen["events"][0]["target"]["digest"], digest.as_str());
+    let after = get(&b, &c, "/deliveries?sink=webhook:ci").await;
+    assert_eq!(before, after);
+    assert!(second.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn deploy_rules_made_through_the_api_roll_out_pushes() {
+    let cluster = Cluster::start();
+    cluster.kubectl(&[
+        "apply",
+        "-f",
+        common::repo_root()
+            .join("deploy/rbac.yaml")
+            .to_str()
+            .unwrap(),
+    ]);
+    let kubeconfig = cluster.service_account_kubeconfig("berth", "berth");
+    let b = Berth::start_with_config(&format!(
+        "[events]\nfirst_backoff_seconds = 1\nmax_backoff_seconds = 2\n[deploy]\nkubeconfig = \"{}\"\n",
+        kubeconfig.display()
+    ));
+    let host = b.host.clone();
+    cluster.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{ name: shop }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{ name: api, namespace: shop }}
+spec:
+  replicas: 0
+  selector: {{ matchLabels: {{ app: api }} }}
+  template:
+    metadata: {{ labels: {{ app: api }} }}
+    spec:
+      containers:
+        - {{ name: api, image: "{host}/shop/api:0" }}
+"#
+    ));
+    let c = Client::new();
+    let rule = json!({
+        "name": "api",
+        "repository": "shop/api",
+        "tag": "release-*",
+        "targets": [{ "namespace": "shop", "name": "api" }],
+    });
+    let r = admin(&b, &c, reqwest::Method::POST, "/deploy-rules")
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+
+    // Test-fire reads what a push would patch, and changes nothing.
+    let test: Value = admin(&b, &c, reqwest::Method::POST, "/deploy-rules/api/test")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(test["ok"], true, "{test}");
+    let detail = test["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("Deployment shop/api container api runs"),
+        "{detail}"
+    );
+    assert!(detail.contains(&format!("{host}/shop/api:0")), "{detail}");
+
+    let image = |cluster: &Cluster| {
+        cluster.get_json(&["deployment", "api", "-n", "shop"])["spec"]["template"]["spec"]
+            ["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let digest = push_tagged(&c, &b, "shop/api", "release-1").await;
+    let want = format!("{host}/shop/api@{digest}");
+    eventually("the Deployment patched", async || {
+        (image(&cluster) == want).then_some(())
+    })
+    .await;
+    let deploys = get(&b, &c, "/deploys?rule=api").await;
+    assert_eq!(deploys[0]["new_image"], want.as_str());
+
+    // Changed to another tag pattern: a release-* push no longer rolls.
+    let mut changed = rule.clone();
+    changed["tag"] = json!("stable");
+    let r = admin(&b, &c, reqwest::Method::PUT, "/deploy-rules/api")
+        .json(&changed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    push_tagged(&c, &b, "shop/api", "release-2").await;
+    let stable = push_tagged(&c, &b, "shop/api", "stable").await;
+    let want = format!("{host}/shop/api@{stable}");
+    eventually("the Deployment on stable", async || {
+        (image(&cluster) == want).then_some(())
+    })
+    .await;
+    let deploys = get(&b, &c, "/deploys?rule=api").await;
+    let tags: Vec<&str> = deploys
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["tag"].as_str())
+        .collect();
+    assert!(!tags.contains(&"release-2"), "{deploys}");
+
+    let r = admin(&b, &c, reqwest::Method::DELETE, "/deploy-rules/api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = admin(&b, &c, reqwest::Method::GET, "/deploy-rules/api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn garbage_collection_runs_on_request_and_reports() {
+    let b = Berth::start_with_config("[gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\n");
+    let c = Client::new();
+    push_blob(&c, &b, "team/app", &random_bytes(4096)).await;
+    let status = get(&b, &c, "/gc").await;
+    assert_eq!(status["running"], false);
+    assert!(status["last"].is_null());
+
+    let r = admin(&b, &c, reqwest::Method::POST, "/gc?dry_run=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let report = eventually("the dry run's report", async || {
+        let s = get(&b, &c, "/gc").await;
+        (!s["last"].is_null()).then(|| s["last"].clone())
+    })
+    .await;
+    assert_eq!(report["dry_run"], true);
+    assert_eq!(report["blobs_deleted"], 1);
+    assert_eq!(report["bytes_freed"], 4096);
+
+    let r = admin(&b, &c, reqwest::Method::POST, "/gc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let report = eventually("the run's report", async || {
+        let s = get(&b, &c, "/gc").await;
+        (s["last"]["dry_run"] == false).then(|| s["last"].clone())
+    })
+    .await;
+    assert_eq!(report["blobs_deleted"], 1);
+    let audit = get(&b, &c, "/audit").await;
+    assert_eq!(audit[0]["action"], "gc.start");
+}
