@@ -21,3 +21,8 @@ CREATE TABLE cache_epoch (
     n  INTEGER NOT NULL
 );
 INSERT INTO cache_epoch (id, n) VALUES (1, 0);
+
+-- What garbage collection asks for every manifest and blob: does anything
+-- point at it?
+CREATE INDEX manifest_references_target ON manifest_references (target);
+CREATE INDEX tags_digest ON tags (repository, digest);

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::names::Digest;
 use crate::core::{Registry, Result};
 use crate::events::{Action, Event, Origin};
 use crate::meta::now_ms;
@@ -51,6 +52,9 @@ pub struct GcReport {
 
 /// Rows fetched per query.
 const BATCH: u32 = 500;
+/// Most blobs marked before their bytes are removed (one cache delay per
+/// round).
+const MARK_ROUND: usize = 20_000;
 /// How often a serving berth looks for changes made by other processes.
 const EXTERNAL_CACHE_POLL: Duration = Duration::from_millis(250);
 /// How long a collector waits, after marking blobs, before removing their
@@ -114,21 +118,26 @@ impl Registry {
             if batch.is_empty() {
                 return Ok(());
             }
-            let mut deleted = 0;
-            for m in &batch {
-                if dry_run {
-                    deleted += 1;
-                    report.bytes_freed += m.size as u64;
-                    continue;
-                }
-                let mut event = Event::new(Action::Delete, &m.repository, &gc_origin());
-                event.digest = Some(m.digest.clone());
-                event.media_type = Some(m.media_type.clone());
-                if self.meta.delete_garbage_manifest(m, cutoff, &event).await? {
-                    deleted += 1;
-                    report.bytes_freed += m.size as u64;
-                }
-            }
+            let deleted = if dry_run {
+                report.bytes_freed += batch.iter().map(|m| m.size as u64).sum::<u64>();
+                batch.len() as u64
+            } else {
+                let with_events: Vec<_> = batch
+                    .into_iter()
+                    .map(|m| {
+                        let mut event = Event::new(Action::Delete, &m.repository, &gc_origin());
+                        event.digest = Some(m.digest.clone());
+                        event.media_type = Some(m.media_type.clone());
+                        (m, event)
+                    })
+                    .collect();
+                let gone = self
+                    .meta
+                    .delete_garbage_manifests(&with_events, cutoff)
+                    .await?;
+                report.bytes_freed += gone.iter().map(|m| m.size as u64).sum::<u64>();
+                gone.len() as u64
+            };
             report.manifests_deleted += deleted;
             if deleted > 0 && !dry_run {
                 self.events_written.notify_one();
@@ -145,43 +154,49 @@ impl Registry {
     async fn collect_blobs(&self, cutoff: i64, dry_run: bool, report: &mut GcReport) -> Result<()> {
         if !dry_run {
             // Left marked by a run that stopped midway.
-            for (digest, size) in self.meta.marked_blobs().await? {
-                self.remove_marked_blob(&digest).await?;
-                report.blobs_deleted += 1;
-                report.bytes_freed += size;
-            }
+            let leftover = self.meta.marked_blobs().await?;
+            report.blobs_deleted += leftover.len() as u64;
+            report.bytes_freed += leftover.iter().map(|(_, size)| size).sum::<u64>();
+            self.remove_marked_blobs(leftover).await?;
         }
         let mut after = String::new();
+        let mut marked = Vec::new();
         loop {
             let batch = self.meta.garbage_blobs(cutoff, &after, BATCH).await?;
-            let Some((last, _)) = batch.last() else {
-                return Ok(());
+            let done = batch.is_empty();
+            if let Some((last, _)) = batch.last() {
+                after = last.to_string();
+            }
+            let newly = if dry_run {
+                batch
+            } else {
+                self.meta.mark_garbage_blobs(&batch, cutoff).await?
             };
-            after = last.to_string();
-            let mut marked = Vec::new();
-            for (digest, size) in batch {
-                if dry_run || self.meta.mark_garbage_blob(&digest, cutoff).await? {
-                    report.blobs_deleted += 1;
-                    report.bytes_freed += size;
-                    marked.push(digest);
-                }
+            report.blobs_deleted += newly.len() as u64;
+            report.bytes_freed += newly.iter().map(|(_, size)| size).sum::<u64>();
+            if !dry_run {
+                marked.extend(newly);
             }
-            if dry_run || marked.is_empty() {
-                continue;
+            if !marked.is_empty() && (done || marked.len() >= MARK_ROUND) {
+                // Caches (here and in a serving berth, if this is `berth
+                // gc`) drop the marked blobs before their bytes go.
+                self.cache_changed().await?;
+                tokio::time::sleep(EXTERNAL_CACHE_DELAY).await;
+                self.remove_marked_blobs(std::mem::take(&mut marked))
+                    .await?;
             }
-            // Caches (here and in a serving berth, if this is `berth gc`)
-            // drop the marked blobs before their bytes go.
-            self.cache_changed().await?;
-            tokio::time::sleep(EXTERNAL_CACHE_DELAY).await;
-            for digest in marked {
-                self.remove_marked_blob(&digest).await?;
+            if done {
+                return Ok(());
             }
         }
     }
 
-    async fn remove_marked_blob(&self, digest: &crate::core::names::Digest) -> Result<()> {
-        self.blobs.delete_blob(digest).await?;
-        self.meta.delete_marked_blob(digest).await
+    async fn remove_marked_blobs(&self, marked: Vec<(Digest, u64)>) -> Result<()> {
+        let digests: Vec<Digest> = marked.into_iter().map(|(d, _)| d).collect();
+        for digest in &digests {
+            self.blobs.delete_blob(digest).await?;
+        }
+        self.meta.delete_marked_blobs(&digests).await
     }
 
     /// Drops this process's cached reads and tells other processes to.

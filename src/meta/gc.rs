@@ -65,26 +65,29 @@ impl MetaStore {
             .collect())
     }
 
-    /// Deletes the manifest if it is still garbage, writing `event` with it.
-    pub async fn delete_garbage_manifest(
+    /// Deletes each manifest that is still garbage, writing its event with
+    /// it, in one transaction; returns those deleted.
+    pub async fn delete_garbage_manifests<'a>(
         &self,
-        m: &GarbageManifest,
+        batch: &'a [(GarbageManifest, Event)],
         cutoff: i64,
-        event: &Event,
-    ) -> Result<bool> {
+    ) -> Result<Vec<&'a GarbageManifest>> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(concat!(
-            "DELETE FROM manifests AS m WHERE m.repository = ?2 AND m.digest = ?3 AND ",
-            manifest_is_garbage!()
-        ))
-        .bind(cutoff)
-        .bind(&m.repository)
-        .bind(&m.digest)
-        .execute(&mut *tx)
-        .await?;
-        let deleted = done.rows_affected() == 1;
-        if deleted {
-            Self::insert_event(&mut tx, event).await?;
+        let mut deleted = Vec::new();
+        for (m, event) in batch {
+            let done = sqlx::query(concat!(
+                "DELETE FROM manifests AS m WHERE m.repository = ?2 AND m.digest = ?3 AND ",
+                manifest_is_garbage!()
+            ))
+            .bind(cutoff)
+            .bind(&m.repository)
+            .bind(&m.digest)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                Self::insert_event(&mut tx, event).await?;
+                deleted.push(m);
+            }
         }
         tx.commit().await?;
         Ok(deleted)
@@ -119,24 +122,32 @@ impl MetaStore {
         Ok(n as u64)
     }
 
-    /// Marks a blob as being collected (and drops its links) if it is
-    /// still garbage; true if it did, and then its bytes may go.
-    pub async fn mark_garbage_blob(&self, digest: &Digest, cutoff: i64) -> Result<bool> {
+    /// Marks each blob that is still garbage as being collected (and drops
+    /// its links), in one transaction; returns those marked, whose bytes
+    /// may then go.
+    pub async fn mark_garbage_blobs(
+        &self,
+        batch: &[(Digest, u64)],
+        cutoff: i64,
+    ) -> Result<Vec<(Digest, u64)>> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(concat!(
-            "UPDATE blobs AS b SET deleting = 1 WHERE b.digest = ?2 AND b.deleting = 0 AND ",
-            blob_is_garbage!()
-        ))
-        .bind(cutoff)
-        .bind(digest.as_str())
-        .execute(&mut *tx)
-        .await?;
-        let marked = done.rows_affected() == 1;
-        if marked {
-            sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
-                .bind(digest.as_str())
-                .execute(&mut *tx)
-                .await?;
+        let mut marked = Vec::new();
+        for (digest, size) in batch {
+            let done = sqlx::query(concat!(
+                "UPDATE blobs AS b SET deleting = 1 WHERE b.digest = ?2 AND b.deleting = 0 AND ",
+                blob_is_garbage!()
+            ))
+            .bind(cutoff)
+            .bind(digest.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+                    .bind(digest.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                marked.push((digest.clone(), *size));
+            }
         }
         tx.commit().await?;
         Ok(marked)
@@ -152,12 +163,16 @@ impl MetaStore {
             .collect()
     }
 
-    /// Removes a marked blob's row, once its bytes are gone.
-    pub async fn delete_marked_blob(&self, digest: &Digest) -> Result<()> {
-        sqlx::query("DELETE FROM blobs WHERE digest = ? AND deleting = 1")
-            .bind(digest.as_str())
-            .execute(&mut *self.pool.acquire().await?)
-            .await?;
+    /// Removes marked blobs' rows, once their bytes are gone.
+    pub async fn delete_marked_blobs(&self, digests: &[Digest]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for digest in digests {
+            sqlx::query("DELETE FROM blobs WHERE digest = ? AND deleting = 1")
+                .bind(digest.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
