@@ -9,6 +9,22 @@ use serde_json::Value;
 /// Credentials are required, as by default.
 const CONFIG: &str = "";
 
+/// A client that sends admin's credentials with every request.
+fn admin_client(b: &Berth) -> reqwest::Client {
+    use base64::Engine;
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", b.admin_password()));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 async fn document(b: &Berth) -> Value {
     // No credentials: tools fetch the document before they know any.
     let r = reqwest::get(b.url("/admin/v1/openapi.json")).await.unwrap();
@@ -69,5 +85,35 @@ async fn the_document_describes_the_admin_api() {
                 "{method} {path} does not document {status}"
             );
         }
+        // Page sizes are refused outside 1..=1000: the document says so.
+        for p in op["parameters"].as_array().into_iter().flatten() {
+            if p["name"] == "limit" {
+                assert_eq!(p["schema"]["minimum"], 1, "{method} {path}");
+                assert_eq!(p["schema"]["maximum"], 1000, "{method} {path}");
+            }
+        }
     }
+}
+
+#[tokio::test]
+async fn query_parameters_outside_the_document_are_refused() {
+    let b = Berth::start_secure(CONFIG);
+    let c = admin_client(&b);
+    for query in ["limit=0", "limit=1001", "limt=5", "stat=gave_up"] {
+        let r = c
+            .get(b.url(&format!("/admin/v1/deliveries?{query}")))
+            .send()
+            .await
+            .unwrap();
+        // A misspelt filter used to be ignored, listing everything.
+        assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["code"], "INVALID", "{query}: {body}");
+    }
+    let r = c
+        .get(b.url("/admin/v1/deliveries?limit=1000&state=gave_up"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
 }
