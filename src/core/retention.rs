@@ -112,9 +112,12 @@ mod tests {
 
     #[test]
     fn either_rule_keeps_a_tag() {
+        // v4 is kept by count; v3, pushed 3 days before day 6, by age
+        // alone (within 4 days). Pushed exactly keep_days ago is not
+        // within, as keep_days_keeps_recent_pushes pins.
         let p = RetentionPolicy {
             keep_last: Some(1),
-            keep_days: Some(3),
+            keep_days: Some(4),
             tag_pattern: Some("v*".into()),
         };
         assert_eq!(sorted(p.expired(&tags(), 6 * DAY_MS)), ["v1", "v2"]);
