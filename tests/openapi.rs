@@ -75,6 +75,11 @@ async fn the_document_describes_the_admin_api() {
         "basic"
     );
 
+    // Retention counts beyond these are refused; the schema says so.
+    let retention = &doc["components"]["schemas"]["RetentionPolicy"]["properties"];
+    assert_eq!(retention["keep_last"]["maximum"], 1_000_000);
+    assert_eq!(retention["keep_days"]["maximum"], 36_500);
+
     for (method, path, op) in operations(&doc) {
         // Every operation checks the caller first, so each can answer
         // these; a client generated from the document must expect them.
