@@ -6,7 +6,8 @@
 #   skopeo, podman (+conmon, crun, runc, CNI plugins), containerd (ctr),
 #   docker.io (dockerd; the `docker` CLI it ships in /usr/bin does not shadow
 #   an existing /usr/local/bin/docker), docker-registry (Distribution 2.8),
-#   plus jq/curl/tar/gzip/python3 used by the test scripts, openssl (a test CA
+#   plus jq/curl/tar/gzip/python3 used by the test scripts, schemathesis
+#   (PyPI, in a venv under /var/tmp) for the OpenAPI test, openssl (a test CA
 #   for the HTTPS tests, the Kubernetes Secret's key) and apache2-utils
 #   (htpasswd, for the import test); for tests/image.rs debootstrap and
 #   debian-archive-keyring (the image's base, made locally) and binutils
@@ -96,6 +97,25 @@ if ! python3 -c "import oras.client" >/dev/null 2>&1; then
     echo "install-test-deps: installing oras from PyPI"
     python3 -m pip install --quiet --disable-pip-version-check "oras==0.2.43"
 fi
+
+# schemathesis (PyPI), which fuzzes the admin API against its OpenAPI
+# document (tests/openapi.rs), in a venv of its own: its many dependencies
+# stay out of the system's Python, and Debian's Python refuses
+# `pip install` outside a venv. tests/openapi.rs looks for it here.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/var/tmp/berth-schemathesis
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    echo "install-test-deps: installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
+    if ! python3 -m venv --clear "$SCHEMATHESIS_VENV" 2>/dev/null; then
+        # Debian's Python keeps venv (and ensurepip) in a package of its own.
+        $SUDO apt-get update -q
+        $SUDO apt-get install -y -q --no-install-recommends python3-venv
+        python3 -m venv --clear "$SCHEMATHESIS_VENV"
+    fi
+    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+"$SCHEMATHESIS_VENV/bin/schemathesis" --version
 
 # Sanity: report versions (fails loudly if something is still missing).
 for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv; do

@@ -261,8 +261,10 @@ pub struct RepositoryList {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct RepositoryQuery {
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only names after this one.
     pub after: Option<String>,
@@ -316,6 +318,7 @@ pub struct RetentionRun {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DryRunQuery {
     /// Only report what would be deleted.
     #[serde(default)]
@@ -444,10 +447,12 @@ pub struct DeliveryInfo {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeliveryQuery {
     pub sink: Option<String>,
     pub state: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -472,9 +477,11 @@ pub struct DeployInfo {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeployQuery {
     pub rule: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -492,8 +499,10 @@ pub struct AuditEntry {
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Only entries before this time (RFC 3339).
     pub before: Option<String>,
@@ -514,7 +523,6 @@ fn page(limit: Option<u32>) -> ApiResult<u32> {
 #[openapi(
     info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, garbage collection; read the audit log."),
     components(schemas(ApiError)),
-    modifiers(&BasicAuth),
     security(("basic" = [])),
 )]
 struct AdminDoc;
@@ -529,12 +537,54 @@ impl utoipa::Modify for BasicAuth {
             "basic",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
         );
+        // Every operation checks the caller before anything else, so each
+        // can answer these; documented once here rather than on each.
+        let answers = [
+            ("401", "No credentials, or wrong ones"),
+            ("403", "The account is not a registry admin"),
+            ("429", "Too many failed logins from this address"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in answers {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
     }
+}
+
+/// A documented error answer: an [`ApiError`] body.
+fn error_response(
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ApiError")))
+                .build(),
+        )
+        .build()
+        .into()
 }
 
 /// The admin routes, and the OpenAPI document describing them.
 pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(AdminDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(AdminDoc::openapi())
         .routes(routes!(list_repositories))
         .routes(routes!(get_repository, delete_repository))
         .routes(routes!(get_settings, put_settings))
@@ -559,7 +609,10 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list_deploys))
         .routes(routes!(audit_log))
         .routes(routes!(gc_status, start_gc))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes are in: the modifier documents every operation.
+    utoipa::Modify::modify(&BasicAuth, &mut doc);
+    (router, doc)
 }
 
 /// Paths under /admin/v1/ that name nothing.

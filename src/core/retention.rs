@@ -13,9 +13,11 @@ use crate::core::{RegistryError, Result};
 pub struct RetentionPolicy {
     /// Keep the newest N matching tags (by push time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 1_000_000)]
     pub keep_last: Option<u32>,
     /// Keep matching tags pushed within this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 36_500)]
     pub keep_days: Option<u32>,
     /// Glob over tag names the policy applies to (`*` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -24,12 +26,27 @@ pub struct RetentionPolicy {
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The largest `keep_last` and `keep_days` (a century) accepted: bounds the
+/// document states, so a client can tell a valid policy from the schema.
+pub const MAX_KEEP_LAST: u32 = 1_000_000;
+pub const MAX_KEEP_DAYS: u32 = 36_500;
+
 impl RetentionPolicy {
     pub fn validate(&self) -> Result<()> {
         if self.keep_last.is_none() && self.keep_days.is_none() {
             return Err(RegistryError::Invalid(
                 "a retention policy needs keep_last or keep_days".into(),
             ));
+        }
+        if self.keep_last.is_some_and(|n| n > MAX_KEEP_LAST) {
+            return Err(RegistryError::Invalid(format!(
+                "keep_last is at most {MAX_KEEP_LAST}"
+            )));
+        }
+        if self.keep_days.is_some_and(|d| d > MAX_KEEP_DAYS) {
+            return Err(RegistryError::Invalid(format!(
+                "keep_days is at most {MAX_KEEP_DAYS}"
+            )));
         }
         if let Some(p) = &self.tag_pattern {
             glob::Pattern::new(p)
@@ -112,6 +129,9 @@ mod tests {
 
     #[test]
     fn either_rule_keeps_a_tag() {
+        // v4 is kept by count; v3, pushed 3 days before day 6, by age
+        // alone (within 4 days). Pushed exactly keep_days ago is not
+        // within, as keep_days_keeps_recent_pushes pins.
         let p = RetentionPolicy {
             keep_last: Some(1),
             keep_days: Some(4),
@@ -130,5 +150,21 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn counts_beyond_the_documented_bounds_are_refused() {
+        let at = |keep_last, keep_days| RetentionPolicy {
+            keep_last,
+            keep_days,
+            tag_pattern: None,
+        };
+        assert!(
+            at(Some(MAX_KEEP_LAST), Some(MAX_KEEP_DAYS))
+                .validate()
+                .is_ok()
+        );
+        assert!(at(Some(MAX_KEEP_LAST + 1), None).validate().is_err());
+        assert!(at(None, Some(MAX_KEEP_DAYS + 1)).validate().is_err());
     }
 }
