@@ -7,7 +7,8 @@
 #   docker.io (dockerd; the `docker` CLI it ships in /usr/bin does not shadow
 #   an existing /usr/local/bin/docker), docker-registry (Distribution 2.8),
 #   plus jq/curl/tar/gzip/python3 used by the test scripts, openssl (a test CA
-#   for the HTTPS tests) and apache2-utils (htpasswd, for the import test).
+#   for the HTTPS tests), apache2-utils (htpasswd, for the import test) and
+#   prometheus (promtool, which checks the /metrics exposition format).
 #
 # No daemons are left running: service start-up during install is suppressed via a
 # temporary /usr/sbin/policy-rc.d (only if none exists already), and the tests
@@ -42,6 +43,7 @@ PKGS=(
     python3:python3
     openssl:openssl
     apache2-utils:htpasswd
+    prometheus:promtool
 )
 
 missing=()
@@ -89,7 +91,7 @@ if ! python3 -c "import oras.client" >/dev/null 2>&1; then
 fi
 
 # Sanity: report versions (fails loudly if something is still missing).
-for c in skopeo podman ctr containerd dockerd docker-registry; do
+for c in skopeo podman ctr containerd dockerd docker-registry promtool; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }
 done
 echo "docker CLI used: $(command -v docker) ($(docker --version 2>/dev/null || true))"
@@ -98,3 +100,4 @@ podman --version
 containerd --version
 dockerd --version
 docker-registry --version
+promtool --version
