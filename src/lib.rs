@@ -5,6 +5,7 @@
 //! - [`meta`]: `MetaStore`, what exists.
 //! - [`auth`]: accounts, grants, tokens: who may do what.
 //! - [`api`]: HTTP, translating requests to core calls.
+//! - [`metrics`]: what berth counts, in Prometheus's text format.
 
 pub mod api;
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod core;
 pub mod deploy;
 pub mod events;
 pub mod meta;
+pub mod metrics;
 pub mod storage;
 
 use std::sync::Arc;
@@ -50,6 +52,9 @@ impl App {
         let router = api::router(api::AppState {
             registry: registry.clone(),
             auth: auth.clone(),
+            metrics: api::metrics::MetricsPlace {
+                on_main_listener: config.metrics.listen_addr()?.is_none(),
+            },
         });
         Ok(App {
             registry,

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod distribution;
 pub mod endpoint;
 pub mod errors;
+pub mod metrics;
 pub mod ops;
 mod unread_body;
 
@@ -26,6 +27,7 @@ use crate::core::{Registry, RegistryError};
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
+    pub metrics: metrics::MetricsPlace,
 }
 
 /// Every answer says which API it speaks, errors included: clients use it
@@ -36,6 +38,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::scrape))
         .route("/auth/token", any(auth::token))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         // the log lines, the response and the events it causes all carry.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::events::Event;
 use crate::meta::{AttemptOutcome, MetaStore, now_ms};
+use crate::metrics::{self, DeliveryResult};
 
 /// Something that takes events: a webhook, a deploy rule.
 pub trait Sink: Send + Sync {
@@ -77,6 +78,7 @@ impl Dispatcher {
     pub fn spawn(self) {
         let wakers: Vec<Arc<Notify>> = self.sinks.iter().map(|_| Arc::new(Notify::new())).collect();
         for (sink, wake) in self.sinks.iter().zip(&wakers) {
+            metrics::sink_started(sink.name());
             tokio::spawn(deliver_loop(
                 self.meta.clone(),
                 sink.clone(),
@@ -155,17 +157,18 @@ async fn deliver_next(
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {DELIVERY_TIMEOUT:?}")),
     };
-    let (detail, outcome) = match result {
-        Ok(detail) => (detail, AttemptOutcome::Delivered),
+    let (detail, outcome, counted) = match result {
+        Ok(detail) => (detail, AttemptOutcome::Delivered, DeliveryResult::Delivered),
         Err(detail) => {
-            let outcome = match policy.next_attempt(&event, attempt, now_ms()) {
-                Some(at) => AttemptOutcome::RetryAt(at),
-                None => AttemptOutcome::GaveUp,
+            let (outcome, counted) = match policy.next_attempt(&event, attempt, now_ms()) {
+                Some(at) => (AttemptOutcome::RetryAt(at), DeliveryResult::Retrying),
+                None => (AttemptOutcome::GaveUp, DeliveryResult::GaveUp),
             };
             tracing::warn!(sink = sink.name(), event = %event.id, attempt, %detail, "delivery failed");
-            (detail, outcome)
+            (detail, outcome, counted)
         }
     };
+    metrics::delivery_attempted(sink.name(), counted);
     meta.record_attempt(event.seq, sink.name(), attempt, &detail, outcome)
         .await?;
     Ok(true)
