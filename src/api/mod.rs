@@ -56,7 +56,7 @@ pub fn router(state: AppState) -> Router {
         // the log lines, the response and the events it causes all carry.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(metrics::TrackLayer)
         .with_state(state)
 }
 
