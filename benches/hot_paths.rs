@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the paths every push and pull takes: hashing bytes
 //! as they stream in, parsing and validating a manifest, and looking up a
-//! tag (from memory, and from SQLite among 10,000 tags). The token check is
-//! in `auth_check`.
+//! tag (from memory, and from SQLite among 10,000 tags), and what metrics
+//! add: the layer each request passes, and a scrape among 10,000 blobs.
+//! The token check is in `auth_check`.
 //!
 //! Run: `cargo bench --bench hot_paths`
 
@@ -120,5 +121,54 @@ fn tag_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, digest_while_streaming, manifest_parse, tag_lookup);
+fn metrics(c: &mut Criterion) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("metrics");
+    // The same tiny route with and without the layer: the difference is
+    // what counting costs each request.
+    let bare = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let counted = bare.clone().layer(berth::api::metrics::TrackLayer);
+    for (name, router) in [("request, bare", bare), ("request, counted", counted)] {
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async {
+                let request = Request::get("/").body(Body::empty()).unwrap();
+                let response = router.clone().oneshot(request).await.unwrap();
+                axum::body::to_bytes(response.into_body(), 16)
+                    .await
+                    .unwrap()
+            });
+        });
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let meta = runtime
+        .block_on(berth::meta::MetaStore::open(&dir.path().join("meta.db")))
+        .unwrap();
+    let repo: RepoName = "bench/blobs".parse().unwrap();
+    runtime.block_on(async {
+        for i in 0..10_000u64 {
+            let digest = format!("sha256:{i:064x}").parse().unwrap();
+            meta.commit_blob(&repo, &digest, 1000 + i, None, &|| true)
+                .await
+                .unwrap();
+        }
+    });
+    group.bench_function("scrape among 10,000 blobs", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { berth::metrics::render(&meta.usage().await.unwrap()) });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    digest_while_streaming,
+    manifest_parse,
+    tag_lookup,
+    metrics
+);
 criterion_main!(benches);

@@ -12,7 +12,8 @@
 #   (htpasswd, for the import test); for tests/image.rs debootstrap and
 #   debian-archive-keyring (the image's base, made locally) and binutils
 #   (objcopy; readelf for tests/ship.rs); systemd (systemd-analyze, to verify
-#   deploy/berth.service) and util-linux (setpriv).
+#   deploy/berth.service) and util-linux (setpriv); prometheus (promtool,
+#   which checks the /metrics exposition format).
 #
 # No daemons are left running: service start-up during install is suppressed via a
 # temporary /usr/sbin/policy-rc.d (only if none exists already), and the tests
@@ -52,6 +53,7 @@ PKGS=(
     binutils:readelf
     systemd:systemd-analyze
     util-linux:setpriv
+    prometheus:promtool
 )
 
 missing=()
@@ -118,7 +120,7 @@ fi
 "$SCHEMATHESIS_VENV/bin/schemathesis" --version
 
 # Sanity: report versions (fails loudly if something is still missing).
-for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv; do
+for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv promtool; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }
 done
 echo "docker CLI used: $(command -v docker) ($(docker --version 2>/dev/null || true))"
@@ -127,3 +129,4 @@ podman --version
 containerd --version
 dockerd --version
 docker-registry --version
+promtool --version

@@ -32,6 +32,30 @@ pub struct Config {
     pub gc: GcConfig,
     /// Rolling Kubernetes workloads onto pushed digests.
     pub deploy: DeployConfig,
+    /// Prometheus metrics at `/metrics`.
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` on this address instead (plain HTTP, no
+    /// credentials); empty: on the main listener, where it needs pull on
+    /// `*`.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The separate address, if one is set.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let addr = self.listen.parse().map_err(|e| {
+            anyhow::anyhow!("metrics.listen {:?} is not an address: {e}", self.listen)
+        })?;
+        Ok(Some(addr))
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -305,6 +329,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             gc: GcConfig::default(),
             deploy: DeployConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -385,6 +410,7 @@ impl Config {
                 );
             }
         }
+        self.metrics.listen_addr()?;
         for t in &self.auth.trusted_issuers {
             anyhow::ensure!(
                 t.public_key.as_os_str().is_empty() != t.jwks.as_os_str().is_empty(),
@@ -440,6 +466,7 @@ mod tests {
         assert_eq!(shipped.deploy.kubeconfig, defaults.deploy.kubeconfig);
         assert_eq!(shipped.deploy.registry_host, defaults.deploy.registry_host);
         assert!(shipped.deploy.rules.is_empty());
+        assert_eq!(shipped.metrics.listen, defaults.metrics.listen);
     }
 
     #[test]

@@ -33,9 +33,12 @@ impl GarbageCollector {
             .running
             .try_lock()
             .map_err(|_| RegistryError::Conflict("garbage collection is running already".into()))?;
-        self.registry
+        let result = self
+            .registry
             .collect_garbage(self.config.options(dry_run))
-            .await
+            .await;
+        crate::metrics::gc_finished(result.as_ref().ok(), dry_run);
+        result
     }
 
     /// Starts a run in the background; `Conflict` if one is in progress.

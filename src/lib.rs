@@ -5,6 +5,7 @@
 //! - [`meta`]: `MetaStore`, what exists.
 //! - [`auth`]: accounts, grants, tokens: who may do what.
 //! - [`api`]: HTTP, translating requests to core calls.
+//! - [`metrics`]: what berth counts, in Prometheus's text format.
 
 pub mod api;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod deploy;
 pub mod events;
 pub mod gc;
 pub mod meta;
+pub mod metrics;
 pub mod sinks;
 pub mod storage;
 
@@ -65,6 +67,9 @@ impl App {
             meta: meta.clone(),
             sinks: sinks.clone(),
             gc: gc.clone(),
+            metrics: api::metrics::MetricsPlace {
+                on_main_listener: config.metrics.listen_addr()?.is_none(),
+            },
         });
         Ok(App {
             registry,

@@ -226,6 +226,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     app.start_workers(&config, &addr.to_string()).await?;
+    if let Some(metrics_addr) = config.metrics.listen_addr()? {
+        let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
+        tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+        let router = berth::api::metrics::listener_router(app.registry.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let scheme = if config.tls.enabled() {
         "https"
     } else {

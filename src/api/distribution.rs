@@ -13,6 +13,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::api::auth as api_auth;
 use crate::api::endpoint::Endpoint;
+use crate::api::metrics::RouteName;
 use crate::auth::scope::{Actions, ResourceScope};
 use crate::auth::{Auth, Caller};
 use crate::core::names::{Digest, RepoName, Tag};
@@ -33,14 +34,26 @@ pub async fn dispatch(
         Ok(endpoint) => endpoint,
         Err(e) => return e.into_response(),
     };
+    let route = RouteName(endpoint.route_name());
+    let mut response = admit_and_route(&registry, &auth, endpoint, request).await;
+    response.extensions_mut().insert(route);
+    response
+}
+
+async fn admit_and_route(
+    registry: &Registry,
+    auth: &Auth,
+    endpoint: Endpoint,
+    request: Request,
+) -> Response {
     let need = api_auth::needs(&endpoint, request.method());
     let peer = api_auth::peer(&request);
-    let caller = match api_auth::admit(&auth, request.headers(), peer, need.as_ref()).await {
+    let caller = match api_auth::admit(auth, request.headers(), peer, need.as_ref()).await {
         Ok(caller) => caller,
-        Err(e) => return api_auth::refusal(&auth, request.headers(), need.as_ref(), e),
+        Err(e) => return api_auth::refusal(auth, request.headers(), need.as_ref(), e),
     };
     let origin = origin(&caller, peer, &request);
-    match route(&registry, &caller, &origin, endpoint, request).await {
+    match route(registry, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }

@@ -83,6 +83,21 @@ impl Endpoint {
         }
     }
 
+    /// The endpoint's kind, as metrics label requests: fixed names, never
+    /// the repository. They are the handler names registry:2 reports.
+    pub fn route_name(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::Catalog => "catalog",
+            Endpoint::Tags(_) => "tags",
+            Endpoint::Manifest(..) => "manifest",
+            Endpoint::Blob(..) => "blob",
+            Endpoint::Uploads(_) => "blob_upload",
+            Endpoint::Upload(..) => "blob_upload_chunk",
+            Endpoint::Referrers(..) => "referrers",
+        }
+    }
+
     /// The repository the endpoint acts on, if any.
     pub fn repository(&self) -> Option<&RepoName> {
         match self {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod distribution;
 pub mod endpoint;
 pub mod errors;
+pub mod metrics;
 pub mod ops;
 mod unread_body;
 
@@ -30,6 +31,7 @@ pub struct AppState {
     pub meta: crate::meta::MetaStore,
     pub sinks: Arc<crate::sinks::SinkCatalog>,
     pub gc: Arc<crate::gc::GarbageCollector>,
+    pub metrics: metrics::MetricsPlace,
 }
 
 /// Largest admin API request body: settings, accounts, rules.
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::scrape))
         .route("/auth/token", any(auth::token))
         .route("/v2", any(distribution::dispatch))
         .route("/v2/", any(distribution::dispatch))
@@ -70,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         // the log lines, the response and the events it causes all carry.
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(metrics::TrackLayer)
         .with_state(state)
 }
 

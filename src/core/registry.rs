@@ -100,6 +100,11 @@ impl Registry {
         ]
     }
 
+    /// What is stored and what waits for delivery, for the metrics.
+    pub async fn usage(&self) -> Result<crate::meta::Usage> {
+        self.meta.usage().await
+    }
+
     /// Notified whenever an event was written to the outbox.
     pub fn events_written(&self) -> Arc<Notify> {
         self.events_written.clone()

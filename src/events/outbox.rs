@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::events::Event;
 use crate::meta::{AttemptOutcome, MetaStore, now_ms};
+use crate::metrics::{self, DeliveryResult};
 
 /// Something that takes events: a webhook, a deploy rule.
 pub trait Sink: Send + Sync {
@@ -158,6 +159,7 @@ impl Dispatcher {
             if workers.contains_key(sink.name()) {
                 continue;
             }
+            metrics::sink_started(sink.name());
             let wake = Arc::new(Notify::new());
             let stop = Arc::new(AtomicBool::new(false));
             let previous = retiring.remove(sink.name());
@@ -246,17 +248,18 @@ async fn deliver_next(
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {DELIVERY_TIMEOUT:?}")),
     };
-    let (detail, outcome) = match result {
-        Ok(detail) => (detail, AttemptOutcome::Delivered),
+    let (detail, outcome, counted) = match result {
+        Ok(detail) => (detail, AttemptOutcome::Delivered, DeliveryResult::Delivered),
         Err(detail) => {
-            let outcome = match policy.next_attempt(&event, attempt, now_ms()) {
-                Some(at) => AttemptOutcome::RetryAt(at),
-                None => AttemptOutcome::GaveUp,
+            let (outcome, counted) = match policy.next_attempt(&event, attempt, now_ms()) {
+                Some(at) => (AttemptOutcome::RetryAt(at), DeliveryResult::Retrying),
+                None => (AttemptOutcome::GaveUp, DeliveryResult::GaveUp),
             };
             tracing::warn!(sink = sink.name(), event = %event.id, attempt, %detail, "delivery failed");
-            (detail, outcome)
+            (detail, outcome, counted)
         }
     };
+    metrics::delivery_attempted(sink.name(), counted);
     meta.record_attempt(event.seq, sink.name(), attempt, &detail, outcome)
         .await?;
     Ok(true)

@@ -141,6 +141,13 @@ fn deploy_from_row(r: &SqliteRow) -> DeployRow {
     }
 }
 
+/// Every deploy passes through here when it ends, whichever path it took.
+fn count_if_final(state: &str) {
+    if !matches!(state, "patching" | "rolling") {
+        crate::metrics::deploy_finished(state);
+    }
+}
+
 /// The columns `deploy_from_row` reads, in order.
 macro_rules! deploy_columns {
     () => {
@@ -351,6 +358,7 @@ impl MetaStore {
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await?;
+        count_if_final(d.state);
         Ok(id)
     }
 
@@ -368,6 +376,7 @@ impl MetaStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        count_if_final(state);
         Ok(())
     }
 

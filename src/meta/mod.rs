@@ -54,6 +54,18 @@ pub struct ReferrerRow {
     pub size: u64,
 }
 
+/// What the store holds and what is waiting, for the metrics.
+#[derive(Debug, Default)]
+pub struct Usage {
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub uploads_in_progress: u64,
+    /// Events not yet fanned out to their sinks.
+    pub events_pending: u64,
+    /// Deliveries waiting for an attempt, per sink that has any.
+    pub deliveries_pending: Vec<(String, u64)>,
+}
+
 /// A manifest to store, with the digests it points at.
 pub struct NewManifest<'a> {
     pub digest: &'a Digest,
@@ -102,6 +114,34 @@ impl MetaStore {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// Counts for the metrics. The pending counts use the partial indexes
+    /// on what is pending; the blob sum reads the blobs table, a few dozen
+    /// bytes a row.
+    pub async fn usage(&self) -> Result<Usage> {
+        let (blobs, blob_bytes, uploads, events): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), \
+             (SELECT COUNT(*) FROM uploads), \
+             (SELECT COUNT(*) FROM events WHERE fanned_out = 0) FROM blobs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let pending: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT sink, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY sink ORDER BY sink",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Usage {
+            blobs: blobs as u64,
+            blob_bytes: blob_bytes as u64,
+            uploads_in_progress: uploads as u64,
+            events_pending: events as u64,
+            deliveries_pending: pending
+                .into_iter()
+                .map(|(sink, n)| (sink, n as u64))
+                .collect(),
+        })
     }
 
     async fn ensure_repository(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<()> {
