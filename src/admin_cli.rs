@@ -264,6 +264,17 @@ fn client_file() -> anyhow::Result<ClientFile> {
     }
 }
 
+/// A query string of the pairs that have a value.
+fn query(pairs: &[(&str, Option<&String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(name, value);
+        }
+    }
+    query.finish()
+}
+
 /// Percent-encodes one path segment (repository names contain `/`).
 fn seg(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes())
@@ -359,17 +370,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 limit,
                 after,
             } => {
-                let mut query = form_urlencoded::Serializer::new(String::new());
-                query.append_pair("limit", &limit.to_string());
-                if let Some(f) = &filter {
-                    query.append_pair("q", f);
-                }
-                if let Some(a) = &after {
-                    query.append_pair("after", a);
-                }
-                let page = client
-                    .get(&format!("/repositories?{}", query.finish()))
-                    .await?;
+                let limit = limit.to_string();
+                let query = query(&[
+                    ("limit", Some(&limit)),
+                    ("q", filter.as_ref()),
+                    ("after", after.as_ref()),
+                ]);
+                let page = client.get(&format!("/repositories?{query}")).await?;
                 out.table(
                     &page,
                     &page["repositories"],
@@ -626,17 +633,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Webhook(c) => sink_command(&client, &out, "/webhooks", c).await?,
         AdminCommand::Rule(c) => sink_command(&client, &out, "/deploy-rules", c).await?,
         AdminCommand::Deliveries { sink, state, limit } => {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            query.append_pair("limit", &limit.to_string());
-            if let Some(s) = &sink {
-                query.append_pair("sink", s);
-            }
-            if let Some(s) = &state {
-                query.append_pair("state", s);
-            }
-            let rows = client
-                .get(&format!("/deliveries?{}", query.finish()))
-                .await?;
+            let limit = limit.to_string();
+            let query = query(&[
+                ("limit", Some(&limit)),
+                ("sink", sink.as_ref()),
+                ("state", state.as_ref()),
+            ]);
+            let rows = client.get(&format!("/deliveries?{query}")).await?;
             out.table(
                 &rows,
                 &rows,
@@ -661,12 +664,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             out.done(&format!("queued event {event_seq} to {sink} again"));
         }
         AdminCommand::Deploys { rule, limit } => {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            query.append_pair("limit", &limit.to_string());
-            if let Some(r) = &rule {
-                query.append_pair("rule", r);
-            }
-            let rows = client.get(&format!("/deploys?{}", query.finish())).await?;
+            let limit = limit.to_string();
+            let query = query(&[("limit", Some(&limit)), ("rule", rule.as_ref())]);
+            let rows = client.get(&format!("/deploys?{query}")).await?;
             out.table(
                 &rows,
                 &rows,

@@ -18,6 +18,11 @@ fn admin(b: &Berth, c: &Client, method: reqwest::Method, path: &str) -> reqwest:
         .basic_auth("admin", Some(b.admin_password()))
 }
 
+/// The status of an admin request without a body.
+async fn status(b: &Berth, c: &Client, method: reqwest::Method, path: &str) -> StatusCode {
+    admin(b, c, method, path).send().await.unwrap().status()
+}
+
 async fn get(b: &Berth, c: &Client, path: &str) -> Value {
     let r = admin(b, c, reqwest::Method::GET, path)
         .send()
@@ -82,16 +87,14 @@ async fn only_registry_admins_may_use_it() {
     assert!(doc["paths"]["/admin/v1/repositories/{name}/settings"]["put"].is_object());
 
     // Unknown paths and bad input answer JSON errors, not HTML or 500s.
-    let r = admin(&b, &c, reqwest::Method::GET, "/nothing/here")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = admin(&b, &c, reqwest::Method::GET, "/repositories?limit=0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::GET, "/nothing/here").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status(&b, &c, reqwest::Method::GET, "/repositories?limit=0").await,
+        StatusCode::BAD_REQUEST
+    );
     let r = admin(&b, &c, reqwest::Method::GET, "/repositories/Not%20A%20Name")
         .send()
         .await
@@ -169,11 +172,10 @@ async fn the_repository_listing_counts_what_each_holds() {
     // Tags with platforms; deleting the repository takes everything.
     let tags = get(&b, &c, "/repositories/team%2Fapp/tags").await;
     assert_eq!(tags[0]["platforms"], json!(["linux/amd64"]));
-    let r = admin(&b, &c, reqwest::Method::DELETE, "/repositories/team%2Fapp")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::DELETE, "/repositories/team%2Fapp").await,
+        StatusCode::NO_CONTENT
+    );
     let r = c
         .get(b.url("/v2/team/app/manifests/v1"))
         .send()
@@ -305,11 +307,10 @@ async fn webhooks_made_through_the_api_take_events_at_once() {
     assert_eq!(from_file["from_config"], true);
 
     // The config file's webhook is changed there, not here.
-    let r = admin(&b, &c, reqwest::Method::DELETE, "/webhooks/from-file")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::DELETE, "/webhooks/from-file").await,
+        StatusCode::CONFLICT
+    );
     // Names are unique; specs are checked.
     let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
         .json(&json!({ "name": "ci", "url": first_url }))
@@ -373,11 +374,10 @@ async fn webhooks_made_through_the_api_take_events_at_once() {
 
     // Deleted: later pushes are not delivered to it. Another webhook,
     // made after the delete, tells when a later push has been fanned out.
-    let r = admin(&b, &c, reqwest::Method::DELETE, "/webhooks/ci")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::DELETE, "/webhooks/ci").await,
+        StatusCode::NO_CONTENT
+    );
     let events_to_ci = async || {
         let rows = get(&b, &c, "/deliveries?sink=webhook:ci").await;
         let mut seqs: Vec<i64> = rows
@@ -510,16 +510,14 @@ spec:
         .collect();
     assert!(!tags.contains(&"release-2"), "{deploys}");
 
-    let r = admin(&b, &c, reqwest::Method::DELETE, "/deploy-rules/api")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = admin(&b, &c, reqwest::Method::GET, "/deploy-rules/api")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::DELETE, "/deploy-rules/api").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status(&b, &c, reqwest::Method::GET, "/deploy-rules/api").await,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -527,15 +525,14 @@ async fn garbage_collection_runs_on_request_and_reports() {
     let b = Berth::start_with_config("[gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\n");
     let c = Client::new();
     push_blob(&c, &b, "team/app", &random_bytes(4096)).await;
-    let status = get(&b, &c, "/gc").await;
-    assert_eq!(status["running"], false);
-    assert!(status["last"].is_null());
+    let before = get(&b, &c, "/gc").await;
+    assert_eq!(before["running"], false);
+    assert!(before["last"].is_null());
 
-    let r = admin(&b, &c, reqwest::Method::POST, "/gc?dry_run=true")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::POST, "/gc?dry_run=true").await,
+        StatusCode::ACCEPTED
+    );
     let report = eventually("the dry run's report", async || {
         let s = get(&b, &c, "/gc").await;
         (!s["last"].is_null()).then(|| s["last"].clone())
@@ -545,11 +542,10 @@ async fn garbage_collection_runs_on_request_and_reports() {
     assert_eq!(report["blobs_deleted"], 1);
     assert_eq!(report["bytes_freed"], 4096);
 
-    let r = admin(&b, &c, reqwest::Method::POST, "/gc")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        status(&b, &c, reqwest::Method::POST, "/gc").await,
+        StatusCode::ACCEPTED
+    );
     let report = eventually("the run's report", async || {
         let s = get(&b, &c, "/gc").await;
         (s["last"]["dry_run"] == false).then(|| s["last"].clone())

@@ -598,12 +598,12 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(rotate_secret))
         .routes(routes!(list_grants))
         .routes(routes!(put_grant, delete_grant))
-        .routes(routes!(list_webhooks, create_webhook))
-        .routes(routes!(get_webhook, update_webhook, delete_webhook))
-        .routes(routes!(test_webhook))
-        .routes(routes!(list_rules, create_rule))
-        .routes(routes!(get_rule, update_rule, delete_rule))
-        .routes(routes!(test_rule))
+        .routes(routes!(webhooks::list, webhooks::create))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::test))
+        .routes(routes!(rules::list, rules::create))
+        .routes(routes!(rules::get, rules::update, rules::delete))
+        .routes(routes!(rules::test))
         .routes(routes!(list_deliveries))
         .routes(routes!(redeliver))
         .routes(routes!(list_deploys))
@@ -1201,148 +1201,126 @@ async fn test_sink(sinks: &SinkCatalog, kind: SinkKind, name: &str) -> ApiResult
     }))
 }
 
-#[utoipa::path(get, path = "/admin/v1/webhooks", tag = "events",
-    responses((status = 200, body = Vec<SinkInfo>)))]
-async fn list_webhooks(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-) -> ApiResult<Json<Vec<SinkInfo>>> {
-    list_sinks(&sinks, SinkKind::Webhook).await
+/// The six handlers of a kind of sink (list, create, get, change, delete,
+/// test-fire), in a module of their own. The two kinds differ only in
+/// paths, names and the spec their bodies carry.
+macro_rules! sink_handlers {
+    ($module:ident, $kind:expr, $spec:ty,
+     $collection:literal, $item:literal, $test:literal,
+     [$list_id:literal, $create_id:literal, $get_id:literal, $update_id:literal,
+      $delete_id:literal, $test_id:literal], $test_doc:literal) => {
+        mod $module {
+            use super::*;
+
+            #[utoipa::path(get, path = $collection, tag = "events", operation_id = $list_id,
+                responses((status = 200, body = Vec<SinkInfo>)))]
+            pub async fn list(
+                _admin: AdminCaller,
+                State(sinks): State<Arc<SinkCatalog>>,
+            ) -> ApiResult<Json<Vec<SinkInfo>>> {
+                list_sinks(&sinks, $kind).await
+            }
+
+            /// The body has the fields of the config file's section.
+            #[utoipa::path(post, path = $collection, tag = "events", operation_id = $create_id,
+                request_body(content = $spec),
+                responses((status = 201, body = SinkInfo), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
+            pub async fn create(
+                admin: AdminCaller,
+                State(meta): State<MetaStore>,
+                State(sinks): State<Arc<SinkCatalog>>,
+                Body(spec): Body<serde_json::Value>,
+            ) -> ApiResult<(StatusCode, Json<SinkInfo>)> {
+                create_sink(&admin, &meta, &sinks, $kind, &spec).await
+            }
+
+            #[utoipa::path(get, path = $item, tag = "events", operation_id = $get_id,
+                params(("name" = String, Path)),
+                responses((status = 200, body = SinkInfo), (status = 404, body = ApiError)))]
+            pub async fn get(
+                _admin: AdminCaller,
+                State(sinks): State<Arc<SinkCatalog>>,
+                Segments(name): Segments<String>,
+            ) -> ApiResult<Json<SinkInfo>> {
+                Ok(Json(sinks.get($kind, &name).await?.into()))
+            }
+
+            #[utoipa::path(put, path = $item, tag = "events", operation_id = $update_id,
+                params(("name" = String, Path)),
+                request_body(content = $spec),
+                responses((status = 200, body = SinkInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+            pub async fn update(
+                admin: AdminCaller,
+                State(meta): State<MetaStore>,
+                State(sinks): State<Arc<SinkCatalog>>,
+                Segments(name): Segments<String>,
+                Body(spec): Body<serde_json::Value>,
+            ) -> ApiResult<Json<SinkInfo>> {
+                update_sink(&admin, &meta, &sinks, $kind, &name, &spec).await
+            }
+
+            #[utoipa::path(delete, path = $item, tag = "events", operation_id = $delete_id,
+                params(("name" = String, Path)),
+                responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+            pub async fn delete(
+                admin: AdminCaller,
+                State(meta): State<MetaStore>,
+                State(sinks): State<Arc<SinkCatalog>>,
+                Segments(name): Segments<String>,
+            ) -> ApiResult<StatusCode> {
+                delete_sink(&admin, &meta, &sinks, $kind, &name).await
+            }
+
+            #[doc = $test_doc]
+            #[utoipa::path(post, path = $test, tag = "events", operation_id = $test_id,
+                params(("name" = String, Path)),
+                responses((status = 200, body = TestResult), (status = 404, body = ApiError)))]
+            pub async fn test(
+                _admin: AdminCaller,
+                State(sinks): State<Arc<SinkCatalog>>,
+                Segments(name): Segments<String>,
+            ) -> ApiResult<Json<TestResult>> {
+                test_sink(&sinks, $kind, &name).await
+            }
+        }
+    };
 }
 
-/// The body has the fields of a `[[events.webhooks]]` section.
-#[utoipa::path(post, path = "/admin/v1/webhooks", tag = "events",
-    request_body(content = crate::config::WebhookConfig),
-    responses((status = 201, body = SinkInfo), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
-async fn create_webhook(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Body(spec): Body<serde_json::Value>,
-) -> ApiResult<(StatusCode, Json<SinkInfo>)> {
-    create_sink(&admin, &meta, &sinks, SinkKind::Webhook, &spec).await
-}
+sink_handlers!(
+    webhooks,
+    SinkKind::Webhook,
+    crate::config::WebhookConfig,
+    "/admin/v1/webhooks",
+    "/admin/v1/webhooks/{name}",
+    "/admin/v1/webhooks/{name}/test",
+    [
+        "list_webhooks",
+        "create_webhook",
+        "get_webhook",
+        "update_webhook",
+        "delete_webhook",
+        "test_webhook"
+    ],
+    "Sends a `ping` event; the answer says whether the receiver took it."
+);
 
-#[utoipa::path(get, path = "/admin/v1/webhooks/{name}", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 200, body = SinkInfo), (status = 404, body = ApiError)))]
-async fn get_webhook(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<Json<SinkInfo>> {
-    Ok(Json(sinks.get(SinkKind::Webhook, &name).await?.into()))
-}
-
-#[utoipa::path(put, path = "/admin/v1/webhooks/{name}", tag = "events",
-    params(("name" = String, Path)),
-    request_body(content = crate::config::WebhookConfig),
-    responses((status = 200, body = SinkInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn update_webhook(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-    Body(spec): Body<serde_json::Value>,
-) -> ApiResult<Json<SinkInfo>> {
-    update_sink(&admin, &meta, &sinks, SinkKind::Webhook, &name, &spec).await
-}
-
-#[utoipa::path(delete, path = "/admin/v1/webhooks/{name}", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn delete_webhook(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<StatusCode> {
-    delete_sink(&admin, &meta, &sinks, SinkKind::Webhook, &name).await
-}
-
-/// Sends a `ping` event; the answer says whether the receiver took it.
-#[utoipa::path(post, path = "/admin/v1/webhooks/{name}/test", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 200, body = TestResult), (status = 404, body = ApiError)))]
-async fn test_webhook(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<Json<TestResult>> {
-    test_sink(&sinks, SinkKind::Webhook, &name).await
-}
-
-#[utoipa::path(get, path = "/admin/v1/deploy-rules", tag = "events",
-    responses((status = 200, body = Vec<SinkInfo>)))]
-async fn list_rules(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-) -> ApiResult<Json<Vec<SinkInfo>>> {
-    list_sinks(&sinks, SinkKind::DeployRule).await
-}
-
-/// The body has the fields of a `[[deploy.rules]]` section.
-#[utoipa::path(post, path = "/admin/v1/deploy-rules", tag = "events",
-    request_body(content = crate::config::DeployRuleConfig),
-    responses((status = 201, body = SinkInfo), (status = 400, body = ApiError), (status = 409, body = ApiError)))]
-async fn create_rule(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Body(spec): Body<serde_json::Value>,
-) -> ApiResult<(StatusCode, Json<SinkInfo>)> {
-    create_sink(&admin, &meta, &sinks, SinkKind::DeployRule, &spec).await
-}
-
-#[utoipa::path(get, path = "/admin/v1/deploy-rules/{name}", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 200, body = SinkInfo), (status = 404, body = ApiError)))]
-async fn get_rule(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<Json<SinkInfo>> {
-    Ok(Json(sinks.get(SinkKind::DeployRule, &name).await?.into()))
-}
-
-#[utoipa::path(put, path = "/admin/v1/deploy-rules/{name}", tag = "events",
-    params(("name" = String, Path)),
-    request_body(content = crate::config::DeployRuleConfig),
-    responses((status = 200, body = SinkInfo), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn update_rule(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-    Body(spec): Body<serde_json::Value>,
-) -> ApiResult<Json<SinkInfo>> {
-    update_sink(&admin, &meta, &sinks, SinkKind::DeployRule, &name, &spec).await
-}
-
-#[utoipa::path(delete, path = "/admin/v1/deploy-rules/{name}", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 204), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn delete_rule(
-    admin: AdminCaller,
-    State(meta): State<MetaStore>,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<StatusCode> {
-    delete_sink(&admin, &meta, &sinks, SinkKind::DeployRule, &name).await
-}
-
-/// A dry run: which workloads and containers a push would patch, and the
-/// images they run now. Changes nothing.
-#[utoipa::path(post, path = "/admin/v1/deploy-rules/{name}/test", tag = "events",
-    params(("name" = String, Path)),
-    responses((status = 200, body = TestResult), (status = 404, body = ApiError)))]
-async fn test_rule(
-    _admin: AdminCaller,
-    State(sinks): State<Arc<SinkCatalog>>,
-    Segments(name): Segments<String>,
-) -> ApiResult<Json<TestResult>> {
-    test_sink(&sinks, SinkKind::DeployRule, &name).await
-}
+sink_handlers!(
+    rules,
+    SinkKind::DeployRule,
+    crate::config::DeployRuleConfig,
+    "/admin/v1/deploy-rules",
+    "/admin/v1/deploy-rules/{name}",
+    "/admin/v1/deploy-rules/{name}/test",
+    [
+        "list_rules",
+        "create_rule",
+        "get_rule",
+        "update_rule",
+        "delete_rule",
+        "test_rule"
+    ],
+    "A dry run: which workloads and containers a push would patch, and the images they run now. Changes nothing."
+);
 
 #[utoipa::path(get, path = "/admin/v1/deliveries", tag = "events",
     params(DeliveryQuery),
