@@ -20,7 +20,7 @@ export TMPDIR="${TMPDIR:-/tmp}"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test "$@" 2>&1 | tee "$log"
+cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One line for the whole run, summed over every test binary.
