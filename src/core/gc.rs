@@ -233,13 +233,22 @@ impl Registry {
             if modified >= cutoff_time || self.meta.blob_known(&digest).await? {
                 continue;
             }
-            report.orphan_files_deleted += 1;
-            report.bytes_freed += size;
-            if !dry_run {
-                // A push that brings these bytes now replaces the file and
-                // checks it is there inside its transaction, so removing
-                // it cannot leave a row without bytes.
-                self.blobs.delete_blob(&digest).await?;
+            if dry_run {
+                report.orphan_files_deleted += 1;
+                report.bytes_freed += size;
+                continue;
+            }
+            // Aside first, then ask again: a push that committed since
+            // the first question keeps its bytes (they go back), and one
+            // committing now finds them gone and is refused.
+            if !self.blobs.set_aside(&digest).await? {
+                continue;
+            }
+            let named = self.meta.blob_known_after_writers(&digest).await?;
+            self.blobs.settle_aside(&digest, named).await?;
+            if !named {
+                report.orphan_files_deleted += 1;
+                report.bytes_freed += size;
             }
         }
         Ok(())

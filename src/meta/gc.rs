@@ -190,6 +190,24 @@ impl MetaStore {
             .await?)
     }
 
+    /// Whether the metadata names a blob, asked as a writer: the answer
+    /// waits for any push that is committing (and has already checked the
+    /// bytes are there) instead of reading around it.
+    pub async fn blob_known_after_writers(&self, digest: &Digest) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Any write takes SQLite's write lock, which a committing push
+        // holds until it is done.
+        sqlx::query("UPDATE cache_epoch SET n = n WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND deleting = 0")
+            .bind(digest.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.is_some())
+    }
+
     /// Whether the metadata names a blob.
     pub async fn blob_known(&self, digest: &Digest) -> Result<bool> {
         let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND deleting = 0")

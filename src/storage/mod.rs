@@ -237,6 +237,35 @@ impl BlobStore {
         .await
     }
 
+    /// Moves a blob's bytes aside (`<hex>.gc`, beside them), where no
+    /// reader or push finds them; false if there were none. Garbage
+    /// collection does this before it asks whether the metadata names the
+    /// blob, so a push committing meanwhile sees them gone and is refused.
+    pub async fn set_aside(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        let aside = path.with_extension("gc");
+        blocking(move || match std::fs::rename(&path, &aside) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Puts bytes set aside back, or (`keep == false`) deletes them.
+    pub async fn settle_aside(&self, digest: &Digest, keep: bool) -> Result<()> {
+        let path = self.blob_path(digest);
+        let aside = path.with_extension("gc");
+        blocking(move || {
+            if keep {
+                std::fs::rename(&aside, &path)
+            } else {
+                std::fs::remove_file(&aside)
+            }
+        })
+        .await
+    }
+
     /// Removes a blob's bytes; a missing file is not an error. Only garbage
     /// collection calls this, for blobs the metadata no longer names.
     pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
