@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use axum::Json;
 use axum::extract::{FromRef, FromRequestParts, Path, Query, State};
@@ -30,7 +30,7 @@ use crate::core::retention::RetentionPolicy;
 use crate::core::{Registry, RegistryError};
 use crate::events::Origin;
 use crate::gc::GarbageCollector;
-use crate::meta::{MetaStore, NewAudit};
+use crate::meta::{MetaStore, NewAudit, format_ms};
 use crate::sinks::{SinkCatalog, SinkEntry, SinkKind};
 
 // ---------------------------------------------------------------------------
@@ -188,22 +188,8 @@ where
             ))
             .into());
         }
-        let header = |name: &str| {
-            parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
         Ok(AdminCaller {
-            origin: Origin {
-                actor: caller.account.clone(),
-                request_id: header("x-request-id"),
-                addr: peer.map(|p| p.to_string()),
-                host: header("host"),
-                method: Some(parts.method.to_string()),
-                user_agent: header("user-agent"),
-            },
+            origin: crate::api::auth::origin(&caller, peer, &parts.headers, &parts.method),
         })
     }
 }
@@ -228,11 +214,6 @@ impl AdminCaller {
 // ---------------------------------------------------------------------------
 // Shapes
 // ---------------------------------------------------------------------------
-
-fn time(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
 
 fn repo_name(name: &str) -> ApiResult<RepoName> {
     Ok(RepoName::from_str(name)?)
@@ -421,8 +402,8 @@ impl From<SinkEntry> for SinkInfo {
             kind: e.kind,
             from_config: e.from_config,
             spec: e.spec,
-            created_at: e.created_at.map(time),
-            updated_at: e.updated_at.map(time),
+            created_at: e.created_at.map(format_ms),
+            updated_at: e.updated_at.map(format_ms),
         }
     }
 }
@@ -624,7 +605,7 @@ pub async fn unknown_route() -> AdminError {
 // Repositories, tags, manifests
 // ---------------------------------------------------------------------------
 
-async fn repository_info(registry: &Registry, s: crate::meta::RepositorySummary) -> RepositoryInfo {
+fn repository_info(registry: &Registry, s: crate::meta::RepositorySummary) -> RepositoryInfo {
     let last_pull = match (s.last_pull, registry.unflushed_pull(&s.name)) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
@@ -634,9 +615,9 @@ async fn repository_info(registry: &Registry, s: crate::meta::RepositorySummary)
         manifest_count: s.manifest_count,
         total_size: s.total_size,
         unique_size: s.unique_size,
-        created_at: time(s.created_at),
-        last_push: s.last_push.map(time),
-        last_pull: last_pull.map(time),
+        created_at: format_ms(s.created_at),
+        last_push: s.last_push.map(format_ms),
+        last_pull: last_pull.map(format_ms),
         name: s.name,
     }
 }
@@ -655,10 +636,11 @@ async fn list_repositories(
         .repository_summaries(limit + 1, q.after.as_deref(), q.q.as_deref())
         .await?;
     let more = rows.len() > limit as usize;
-    let mut repositories = Vec::new();
-    for row in rows.into_iter().take(limit as usize) {
-        repositories.push(repository_info(&registry, row).await);
-    }
+    let repositories: Vec<RepositoryInfo> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|row| repository_info(&registry, row))
+        .collect();
     let next = more
         .then(|| repositories.last().map(|r| r.name.clone()))
         .flatten();
@@ -679,7 +661,7 @@ async fn get_repository(
         .repository_summary(&repo)
         .await?
         .ok_or_else(|| RegistryError::NameUnknown(repo.to_string()))?;
-    Ok(Json(repository_info(&registry, row).await))
+    Ok(Json(repository_info(&registry, row)))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/repositories/{name}", tag = "repositories",
@@ -843,7 +825,7 @@ async fn list_tags(
             media_type: t.media_type,
             size: t.size,
             platforms,
-            pushed_at: time(t.pushed_at),
+            pushed_at: format_ms(t.pushed_at),
         });
     }
     Ok(Json(tags))
@@ -906,7 +888,7 @@ async fn list_manifests(
             size: m.size,
             platforms,
             tags: m.tags,
-            pushed_at: time(m.pushed_at),
+            pushed_at: format_ms(m.pushed_at),
         });
     }
     Ok(Json(out))
@@ -1342,7 +1324,7 @@ async fn list_deliveries(
                 state: d.state,
                 attempts: d.attempts,
                 last_error: d.last_error,
-                updated_at: time(d.updated_at),
+                updated_at: format_ms(d.updated_at),
             })
             .collect(),
     ))
@@ -1398,8 +1380,8 @@ async fn list_deploys(
                 new_image: d.new_image,
                 state: d.state,
                 message: d.message,
-                started_at: time(d.started_at),
-                finished_at: d.finished_at.map(time),
+                started_at: format_ms(d.started_at),
+                finished_at: d.finished_at.map(format_ms),
             })
             .collect(),
     ))
@@ -1470,7 +1452,7 @@ async fn audit_log(
     Ok(Json(
         rows.into_iter()
             .map(|r| AuditEntry {
-                at: time(r.at),
+                at: format_ms(r.at),
                 actor: r.actor,
                 address: r.address,
                 action: r.action,

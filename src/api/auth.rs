@@ -47,6 +47,29 @@ pub fn peer(request: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// Who made the request and how, for the events and audit lines it causes.
+pub fn origin(
+    caller: &Caller,
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    method: &axum::http::Method,
+) -> crate::events::Origin {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    crate::events::Origin {
+        actor: caller.account.clone(),
+        request_id: header("x-request-id"),
+        addr: peer.map(|p| p.to_string()),
+        host: header("host"),
+        method: Some(method.to_string()),
+        user_agent: header("user-agent"),
+    }
+}
+
 /// Authenticates the request and checks it may do what `need` says.
 pub async fn admit(
     auth: &Auth,

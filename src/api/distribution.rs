@@ -52,29 +52,10 @@ async fn admit_and_route(
         Ok(caller) => caller,
         Err(e) => return api_auth::refusal(auth, request.headers(), need.as_ref(), e),
     };
-    let origin = origin(&caller, peer, &request);
+    let origin = api_auth::origin(&caller, peer, request.headers(), request.method());
     match route(registry, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
-    }
-}
-
-/// Who made the request and how, for the events it causes.
-fn origin(caller: &Caller, peer: Option<std::net::IpAddr>, request: &Request) -> Origin {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    Origin {
-        actor: caller.account.clone(),
-        request_id: header("x-request-id"),
-        addr: peer.map(|p| p.to_string()),
-        host: header("host"),
-        method: Some(request.method().to_string()),
-        user_agent: header("user-agent"),
     }
 }
 

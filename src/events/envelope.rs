@@ -51,11 +51,6 @@ impl Format {
     }
 }
 
-fn timestamp(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
 /// Where the manifest can be fetched, as the client named this registry.
 fn target_url(event: &Event, source: &Source) -> Option<String> {
     let host = event.origin.host.as_deref().unwrap_or(&source.addr);
@@ -84,7 +79,7 @@ fn distribution_event(event: &Event, source: &Source) -> Value {
     let o = &event.origin;
     json!({
         "id": event.id,
-        "timestamp": timestamp(event.created_at),
+        "timestamp": crate::meta::format_ms(event.created_at),
         "action": event.action.as_str(),
         "target": target,
         "request": {
@@ -111,7 +106,7 @@ fn cloud_event(event: &Event, source: &Source) -> Value {
         "source": format!("berth://{}", source.addr),
         "type": format!("dev.berth.manifest.{}", event.action.as_str()),
         "subject": subject,
-        "time": timestamp(event.created_at),
+        "time": crate::meta::format_ms(event.created_at),
         "datacontenttype": "application/json",
         "data": distribution_event(event, source),
     })

@@ -84,6 +84,13 @@ pub(crate) fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// A stored time (Unix ms) as RFC 3339 with milliseconds, as APIs and
+/// events show it.
+pub fn format_ms(ms: i64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 fn parse_digest(s: String) -> Result<Digest> {
     // Rows are only ever written from validated digests.
     Digest::from_str(&s)
