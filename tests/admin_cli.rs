@@ -4,17 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode as AxumStatus;
 use common::Berth;
 use common::push::{OCI_MANIFEST, push_image, push_tagged, put_manifest};
+use common::receiver::Receiver;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -401,69 +396,11 @@ async fn repositories_tags_and_manifests() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }
 
-/// An HTTP server on loopback that records the JSON berth posts to it.
-struct Receiver {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Value>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        async fn record(State(got): State<Arc<Mutex<Vec<Value>>>>, body: Bytes) -> AxumStatus {
-            got.lock()
-                .unwrap()
-                .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            AxumStatus::OK
-        }
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(record))
-            .with_state(got.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { addr, got, task }
-    }
-
-    /// Every event action received so far, in order.
-    fn actions(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|body| body["events"].as_array().cloned().unwrap_or_default())
-            .map(|e| e["action"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    }
-
-    /// Waits until `n` events with `action` arrived.
-    async fn wait_for(&self, action: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.actions().iter().filter(|a| *a == action).count() < n {
-            assert!(
-                Instant::now() < deadline,
-                "no {n} {action} events; got {:?}",
-                self.actions()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 // The CLI runs as a blocking child process; a second worker keeps the
 // receiver answering meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_deliveries_and_audit() {
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start(0).await;
     let b = Berth::start_secure("[events]\nfirst_backoff_seconds = 1\n");
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("hook.toml");
@@ -484,11 +421,11 @@ async fn webhooks_deliveries_and_audit() {
 
     let tested = admin(&b, &["webhook", "test", "ci"]);
     assert!(tested.starts_with("ok"), "{tested}");
-    receiver.wait_for("ping", 1).await;
+    receiver.wait_for_action("ping", 1).await;
 
     let c = admin_client(&b);
     push_tagged(&c, &b, "team/app", "v1").await;
-    receiver.wait_for("push", 1).await;
+    receiver.wait_for_action("push", 1).await;
 
     // The delivery log shows it delivered; redelivering sends it again.
     let deliveries = admin_json(&b, &["deliveries", "--sink", "webhook:ci"]);
@@ -505,7 +442,7 @@ async fn webhooks_deliveries_and_audit() {
     assert_eq!(line[1..3], ["webhook:ci", "delivered"], "{table}");
     let done = admin(&b, &["redeliver", &seq, "webhook:ci"]);
     assert!(done.contains(&seq), "{done}");
-    receiver.wait_for("push", 2).await;
+    receiver.wait_for_action("push", 2).await;
 
     // The audit log names who did it, from where.
     let audit = admin_json(&b, &["audit"]);

@@ -4,103 +4,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
 use common::Berth;
 use common::push::push_tagged;
+use common::receiver::{Received, Receiver};
+use reqwest::StatusCode;
 use serde_json::Value;
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-#[derive(Default)]
-struct ReceiverState {
-    got: Mutex<Vec<Received>>,
-    /// Answer 500 to this many requests first.
-    fail_first: Mutex<usize>,
-}
-
-/// An HTTP server on loopback that records what berth posts.
-struct Receiver {
-    addr: SocketAddr,
-    state: Arc<ReceiverState>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(fail_first: usize) -> Receiver {
-        Receiver::start_on("127.0.0.1:0".parse().unwrap(), fail_first).await
-    }
-
-    async fn start_on(addr: SocketAddr, fail_first: usize) -> Receiver {
-        let state = Arc::new(ReceiverState::default());
-        *state.fail_first.lock().unwrap() = fail_first;
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(record))
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
-        });
-        Receiver { addr, state, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.state.got.lock().unwrap().clone()
-    }
-
-    /// Waits until `n` requests arrived (successful or not).
-    async fn wait_for(&self, n: usize) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiver got {} requests, not {n}",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn record(
-    State(state): State<Arc<ReceiverState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    state.got.lock().unwrap().push(Received { headers, body });
-    let mut fail = state.fail_first.lock().unwrap();
-    if *fail > 0 {
-        *fail -= 1;
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    }
-}
+use std::time::{Duration, Instant};
 
 fn webhook_config(url: &str, extra: &str) -> String {
     format!(

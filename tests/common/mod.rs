@@ -5,6 +5,7 @@
 
 pub mod kube;
 pub mod push;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
