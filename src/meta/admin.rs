@@ -204,16 +204,6 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Every repository with a retention policy, and the policy.
-    pub async fn retention_policies(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT repository, retention FROM repository_settings WHERE retention IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    }
-
     /// Every tag of `repo` with its manifest, newest push first.
     pub async fn tag_rows(&self, repo: &RepoName) -> Result<Vec<TagRow>> {
         let rows = sqlx::query(
