@@ -363,15 +363,7 @@ async fn webhooks_made_through_the_api_take_events_at_once() {
 #[tokio::test]
 async fn deploy_rules_made_through_the_api_roll_out_pushes() {
     let cluster = Cluster::start();
-    cluster.kubectl(&[
-        "apply",
-        "-f",
-        common::repo_root()
-            .join("deploy/rbac.yaml")
-            .to_str()
-            .unwrap(),
-    ]);
-    let kubeconfig = cluster.service_account_kubeconfig("berth", "berth");
+    let kubeconfig = cluster.shipped_deployer_kubeconfig();
     let b = Berth::start_with_config(&format!(
         "[events]\nfirst_backoff_seconds = 1\nmax_backoff_seconds = 2\n[deploy]\nkubeconfig = \"{}\"\n",
         kubeconfig.display()

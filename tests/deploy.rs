@@ -231,16 +231,8 @@ fn container_image(deployment: &Value, container: &str) -> String {
 fn pushes_roll_deployments_onto_the_pushed_digest() {
     let cluster = Cluster::start();
     let work = tempfile::tempdir().unwrap();
-    cluster.kubectl(&[
-        "apply",
-        "-f",
-        common::repo_root()
-            .join("deploy/rbac.yaml")
-            .to_str()
-            .unwrap(),
-    ]);
     // berth acts with exactly the rights deploy/rbac.yaml grants.
-    let kubeconfig = cluster.service_account_kubeconfig("berth", "berth");
+    let kubeconfig = cluster.shipped_deployer_kubeconfig();
     let mut b = Berth::start_with_config(&berth_config(&kubeconfig));
     let host = b.host.clone();
     cluster.apply(&workloads(&host));

@@ -119,6 +119,14 @@ impl Cluster {
         }
     }
 
+    /// Applies deploy/rbac.yaml and returns a kubeconfig for its service
+    /// account: berth acting with exactly the rights it ships with.
+    pub fn shipped_deployer_kubeconfig(&self) -> PathBuf {
+        let rbac = super::repo_root().join("deploy/rbac.yaml");
+        self.kubectl(&["apply", "-f", rbac.to_str().unwrap()]);
+        self.service_account_kubeconfig("berth", "berth")
+    }
+
     /// A kubeconfig that authenticates as a service account, with its
     /// token from the secret the token controller made.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
