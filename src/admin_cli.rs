@@ -20,8 +20,13 @@ pub struct AdminArgs {
     /// An admin account.
     #[arg(long, env = "BERTH_USER")]
     user: Option<String>,
-    /// Its password.
-    #[arg(long, env = "BERTH_PASSWORD", hide_env_values = true)]
+    /// Its password. Generated ones may start with `-`.
+    #[arg(
+        long,
+        env = "BERTH_PASSWORD",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     password: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long, global = true)]

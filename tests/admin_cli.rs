@@ -186,6 +186,22 @@ async fn a_wrong_password_fails_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("403"), "{stderr}");
     assert!(stderr.contains("not a registry admin"), "{stderr}");
+
+    // Generated secrets may start with `-`: still a password, not a flag.
+    let out = bare_cli(home.path())
+        .args([
+            "--url",
+            &b.url(""),
+            "--user",
+            "bob",
+            "--password",
+            "-J-dashed-pass",
+        ])
+        .args(["repo", "list"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong user name or password"), "{stderr}");
 }
 
 #[tokio::test]
