@@ -14,3 +14,13 @@ def before_call(context, case, kwargs):
         return
     if isinstance(case.body, dict) and isinstance(case.body.get("url"), str):
         case.body["url"] = LOOPBACK
+
+
+# Some generated query parameters never reach the wire: one whose value is
+# an empty list, and one with an empty name. A case meant to break the schema
+# with one (as an undeclared parameter) then arrives as a valid request and
+# is wrongly reported as accepted. Such cases test nothing berth can see:
+# leave them out.
+@schemathesis.hook
+def filter_query(context, query):
+    return not any(name == "" or value == [] for name, value in (query or {}).items())
