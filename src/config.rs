@@ -124,13 +124,20 @@ pub struct WebhookConfig {
     /// Extra request headers.
     #[serde(default)]
     pub headers: std::collections::BTreeMap<String, String>,
+    /// Seconds one delivery may take, at most an hour.
     #[serde(default = "default_webhook_timeout")]
+    #[schema(maximum = 3600)]
     pub timeout_seconds: u64,
 }
 
 fn default_format() -> String {
     "distribution".into()
 }
+
+/// Longest a webhook delivery may take, in seconds.
+pub const MAX_WEBHOOK_TIMEOUT: u64 = 3600;
+/// Longest a rollout may take, in seconds.
+pub const MAX_ROLLOUT_TIMEOUT: u64 = 604_800;
 
 fn default_webhook_timeout() -> u64 {
     10
@@ -168,8 +175,9 @@ pub struct DeployRuleConfig {
     /// Put the previous image back when the rollout fails or times out.
     #[serde(default)]
     pub rollback_on_failure: bool,
-    /// How long a rollout (and the smoke-test Job) may take.
+    /// How long a rollout (and the smoke-test Job) may take, at most a week.
     #[serde(default = "default_rollout_timeout")]
+    #[schema(maximum = 604800)]
     pub timeout_seconds: u64,
     /// A Job manifest (YAML) run before rolling out; only if it succeeds
     /// does the rollout go ahead. Containers whose image is `$IMAGE` run

@@ -281,6 +281,14 @@ async fn webhooks_made_through_the_api_take_events_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = admin(&b, &c, reqwest::Method::POST, "/webhooks")
+        .json(
+            &json!({ "name": "slow", "url": first_url, "timeout_seconds": 9223372036854775808u64 }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // Test-fire: a ping, answered.
     let r: Value = admin(&b, &c, reqwest::Method::POST, "/webhooks/ci/test")

@@ -71,6 +71,12 @@ impl DeployRule {
     pub fn from_config(c: &crate::config::DeployRuleConfig) -> anyhow::Result<DeployRule> {
         let context =
             |what: &str, e: String| anyhow::anyhow!("deploy rule {:?}: {what}: {e}", c.name);
+        if c.timeout_seconds > crate::config::MAX_ROLLOUT_TIMEOUT {
+            return Err(context(
+                "timeout_seconds",
+                format!("at most {}", crate::config::MAX_ROLLOUT_TIMEOUT),
+            ));
+        }
         let targets = c
             .targets
             .iter()
