@@ -167,6 +167,13 @@ impl SinkCatalog {
             SinkKind::Webhook => {
                 let w: WebhookConfig =
                     serde_json::from_str(spec).map_err(|e| invalid(format!("webhook: {e}")))?;
+                if w.timeout_seconds > crate::config::MAX_WEBHOOK_TIMEOUT {
+                    return Err(invalid(format!(
+                        "webhook {}: timeout_seconds is at most {}",
+                        w.name,
+                        crate::config::MAX_WEBHOOK_TIMEOUT
+                    )));
+                }
                 let headers: Vec<(String, String)> = w.headers.clone().into_iter().collect();
                 let filter = EventFilter::new(&w.actions, &w.repositories)
                     .map_err(|e| invalid(format!("{e:#}")))?;
