@@ -17,14 +17,24 @@ def before_call(context, case, kwargs):
 
 
 # Some generated query parameters never reach the wire: one with an empty
-# name, and one whose value is None or an empty list or object (the HTTP
-# client sends nothing for those). A case meant to break the schema with one
-# (as an undeclared parameter) then arrives as a valid request and is
-# wrongly reported as accepted. Such cases test nothing berth can see:
-# leave them out.
+# name, and one whose value is None, an empty object, or a list of nothing
+# sendable (the HTTP client sends nothing for those). A case meant to break
+# the schema with one (as an undeclared parameter) then arrives as a valid
+# request and is wrongly reported as accepted. Such cases test nothing
+# berth can see: leave them out.
+def _empty(value):
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return len(value) == 0
+    if isinstance(value, (list, tuple)):
+        # Lists are sent item by item: `[[]]` sends nothing either.
+        return all(_empty(item) for item in value)
+    return False
+
+
 def _not_sent(name, value):
-    empty = isinstance(value, (list, tuple, dict)) and len(value) == 0
-    return name == "" or value is None or empty
+    return name == "" or _empty(value)
 
 
 @schemathesis.hook
