@@ -35,8 +35,32 @@ impl Cluster {
     /// Builds (or reuses the cached) binaries and starts a cluster.
     pub fn start() -> Cluster {
         run_script(&["build"]);
-        let dir = tempfile::tempdir().expect("temp dir");
-        let env_file = run_script(&["start", dir.path().to_str().unwrap()]);
+        // The script picks free ports, then starts etcd and the API server
+        // on them; a test starting at the same time may take one first.
+        // Such a start fails cleanly, and a fresh one picks new ports.
+        let mut attempt = 0;
+        let (dir, env_file) = loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().to_str().unwrap().to_owned();
+            let out = Command::new("bash")
+                .arg(script())
+                .args(["start", &path])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run kube-test-cluster.sh");
+            if out.status.success() {
+                break (dir, String::from_utf8(out.stdout).unwrap());
+            }
+            let _ = Command::new("bash")
+                .arg(script())
+                .args(["stop", &path])
+                .status();
+            assert!(
+                attempt < 3,
+                "kube-test-cluster.sh start failed {attempt} times"
+            );
+        };
         let text = std::fs::read_to_string(env_file.trim()).expect("cluster env file");
         let env = text
             .lines()
