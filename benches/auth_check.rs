@@ -52,7 +52,9 @@ async fn fixture() -> Fixture {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
-    let meta = MetaStore::open(&dir.path().join("meta.db")).await.unwrap();
+    let meta = MetaStore::open(&berth::meta::Location::Sqlite(dir.path().join("meta.db")))
+        .await
+        .unwrap();
     let accounts = AccountAdmin::new(meta);
     let password = accounts.add_user("alice", None, false).await.unwrap();
     accounts.grant("alice", "team", "pull,push").await.unwrap();

@@ -19,7 +19,9 @@ use berth::storage::BlobStore;
 async fn registry(dir: &std::path::Path) -> Registry {
     Registry::new(
         BlobStore::open(dir).unwrap(),
-        MetaStore::open(&dir.join("meta.db")).await.unwrap(),
+        MetaStore::open(&berth::meta::Location::Sqlite(dir.join("meta.db")))
+            .await
+            .unwrap(),
         RegistryOptions {
             max_manifest_bytes: 4 << 20,
             delete_enabled: true,

@@ -146,7 +146,9 @@ fn metrics(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let meta = runtime
-        .block_on(berth::meta::MetaStore::open(&dir.path().join("meta.db")))
+        .block_on(berth::meta::MetaStore::open(
+            &berth::meta::Location::Sqlite(dir.path().join("meta.db")),
+        ))
         .unwrap();
     let repo: RepoName = "bench/blobs".parse().unwrap();
     runtime.block_on(async {

@@ -34,6 +34,28 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// Prometheus metrics at `/metrics`.
     pub metrics: MetricsConfig,
+    /// Where the metadata lives.
+    pub database: DatabaseConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database` to keep the metadata in
+    /// PostgreSQL, which several berth replicas can share; empty: an embedded
+    /// SQLite file, `meta.db` in the data directory.
+    pub url: String,
+}
+
+impl DatabaseConfig {
+    /// The database to open for a data directory.
+    pub fn location(&self, data_dir: &Path) -> crate::meta::Location {
+        if self.url.is_empty() {
+            crate::meta::Location::Sqlite(data_dir.join("meta.db"))
+        } else {
+            crate::meta::Location::Postgres(self.url.clone())
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -338,6 +360,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             deploy: DeployConfig::default(),
             metrics: MetricsConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
@@ -368,6 +391,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.database.url.is_empty()
+                || self.database.url.starts_with("postgres://")
+                || self.database.url.starts_with("postgresql://"),
+            "database.url must be a postgres:// URL (or empty for the embedded SQLite file)"
+        );
         anyhow::ensure!(
             self.log_format == "text" || self.log_format == "json",
             "log_format must be \"text\" or \"json\", not {:?}",

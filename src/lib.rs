@@ -44,7 +44,7 @@ impl App {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)?;
         let blobs = BlobStore::open(&config.data_dir)?;
-        let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
+        let meta = MetaStore::open(&config.database.location(&config.data_dir)).await?;
         let auth = Arc::new(Auth::new(config, meta.clone())?);
         let initial_admin_password = auth
             .create_initial_admin(&config.data_dir, &config.auth.initial_admin_password_file)

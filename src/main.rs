@@ -34,6 +34,9 @@ struct Place {
     /// Directory for blobs and metadata.
     #[arg(long, env = "BERTH_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Metadata database, `postgres://...` [default: SQLite in the data dir].
+    #[arg(long, env = "BERTH_DATABASE_URL", global = true)]
+    database_url: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +211,9 @@ async fn run() -> anyhow::Result<()> {
     if let Some(dir) = cli.place.data_dir {
         config.data_dir = dir;
     }
+    if let Some(url) = cli.place.database_url {
+        config.database.url = url;
+    }
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -329,7 +335,7 @@ async fn shutdown_signal() {
 /// before the first start and while berth serves.
 async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let meta = MetaStore::open(&config.data_dir.join("meta.db")).await?;
+    let meta = MetaStore::open(&config.database.location(&config.data_dir)).await?;
     let admin = AccountAdmin::new(meta.clone());
     match command {
         Command::Serve { .. } | Command::Admin(_) | Command::Healthcheck { .. } => {

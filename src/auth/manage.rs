@@ -176,7 +176,9 @@ mod tests {
 
     async fn admin() -> (AccountAdmin, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let meta = MetaStore::open(&dir.path().join("meta.db")).await.unwrap();
+        let meta = MetaStore::open(&crate::meta::Location::Sqlite(dir.path().join("meta.db")))
+            .await
+            .unwrap();
         (AccountAdmin::new(meta), dir)
     }
 

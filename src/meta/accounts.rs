@@ -17,7 +17,7 @@ impl MetaStore {
 
     pub async fn account(&self, name: &str) -> Result<Option<Account>> {
         let row =
-            sqlx::query("SELECT name, kind, secret_hash, disabled FROM accounts WHERE name = ?")
+            sqlx::query("SELECT name, kind, secret_hash, disabled FROM accounts WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -40,7 +40,7 @@ impl MetaStore {
         secret_hash: &str,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO accounts (name, kind, secret_hash, created_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO accounts (name, kind, secret_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",
         )
         .bind(name)
@@ -54,7 +54,7 @@ impl MetaStore {
 
     /// Replaces an account's secret; false if there is no such account.
     pub async fn set_secret(&self, name: &str, secret_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE accounts SET secret_hash = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE accounts SET secret_hash = $1 WHERE name = $2")
             .bind(secret_hash)
             .bind(name)
             .execute(&self.pool)
@@ -63,8 +63,8 @@ impl MetaStore {
     }
 
     pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<bool> {
-        let done = sqlx::query("UPDATE accounts SET disabled = ? WHERE name = ?")
-            .bind(disabled)
+        let done = sqlx::query("UPDATE accounts SET disabled = $1 WHERE name = $2")
+            .bind(i64::from(disabled))
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -73,12 +73,12 @@ impl MetaStore {
 
     /// Removes an account and its grants; false if there was none.
     pub async fn delete_account(&self, name: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM grants WHERE subject = ?")
+        let mut tx = self.write_tx().await?;
+        sqlx::query("DELETE FROM grants WHERE subject = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM accounts WHERE name = ?")
+        let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
             .await?;
@@ -88,7 +88,7 @@ impl MetaStore {
 
     pub async fn grants(&self, subject: &str) -> Result<Vec<Grant>> {
         let rows = sqlx::query(
-            "SELECT namespace, actions FROM grants WHERE subject = ? ORDER BY namespace",
+            "SELECT namespace, actions FROM grants WHERE subject = $1 ORDER BY namespace",
         )
         .bind(subject)
         .fetch_all(&self.pool)
@@ -108,7 +108,7 @@ impl MetaStore {
     /// Sets what `subject` may do on `namespace`, replacing an earlier grant.
     pub async fn put_grant(&self, subject: &str, grant: &Grant) -> Result<()> {
         sqlx::query(
-            "INSERT INTO grants (subject, namespace, actions, created_at) VALUES (?, ?, ?, ?) \
+            "INSERT INTO grants (subject, namespace, actions, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (subject, namespace) DO UPDATE SET actions = excluded.actions",
         )
         .bind(subject)
@@ -122,7 +122,7 @@ impl MetaStore {
 
     /// Removes a grant; false if there was none.
     pub async fn delete_grant(&self, subject: &str, namespace: &Namespace) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM grants WHERE subject = ? AND namespace = ?")
+        let done = sqlx::query("DELETE FROM grants WHERE subject = $1 AND namespace = $2")
             .bind(subject)
             .bind(namespace.as_str())
             .execute(&self.pool)
@@ -131,11 +131,11 @@ impl MetaStore {
     }
 }
 
-fn account_from_row(r: &sqlx::sqlite::SqliteRow) -> Account {
+fn account_from_row(r: &sqlx::any::AnyRow) -> Account {
     Account {
         name: r.get(0),
         kind: AccountKind::parse(r.get::<&str, _>(1)).unwrap_or(AccountKind::User),
         secret_hash: r.get(2),
-        disabled: r.get(3),
+        disabled: r.get::<i64, _>(3) != 0,
     }
 }

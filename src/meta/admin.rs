@@ -85,25 +85,27 @@ pub struct SinkRow {
 /// The summary columns for repository `r` (a macro: sqlx takes only
 /// static SQL).
 macro_rules! summary_columns {
-    () => {
+    ($greatest:literal) => {
+        concat!(
         "r.name, \
          (SELECT COUNT(*) FROM tags t WHERE t.repository = r.name), \
          (SELECT COUNT(*) FROM manifests m WHERE m.repository = r.name), \
-         (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+         CAST((SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
             WHERE rb.repository = r.name) \
-          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name), \
-         (SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
+          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name) AS BIGINT), \
+         CAST((SELECT COALESCE(SUM(b.size), 0) FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
             WHERE rb.repository = r.name AND NOT EXISTS \
             (SELECT 1 FROM repository_blobs o WHERE o.digest = rb.digest AND o.repository <> r.name)) \
-          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name), \
+          + (SELECT COALESCE(SUM(m.size), 0) FROM manifests m WHERE m.repository = r.name) AS BIGINT), \
          r.created_at, \
-         MAX(COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = r.name), 0), \
+         ", $greatest, "(COALESCE((SELECT MAX(t.updated_at) FROM tags t WHERE t.repository = r.name), 0), \
              COALESCE((SELECT MAX(m.created_at) FROM manifests m WHERE m.repository = r.name), 0)), \
          r.last_pull"
+        )
     };
 }
 
-fn summary_from_row(r: &sqlx::sqlite::SqliteRow) -> RepositorySummary {
+fn summary_from_row(r: &sqlx::any::AnyRow) -> RepositorySummary {
     RepositorySummary {
         name: r.get(0),
         tag_count: r.get(1),
@@ -125,24 +127,38 @@ impl MetaStore {
         after: Option<&str>,
         filter: Option<&str>,
     ) -> Result<Vec<RepositorySummary>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            summary_columns!(),
-            " FROM repositories r WHERE r.name > ? AND instr(r.name, ?) > 0 ORDER BY r.name LIMIT ?"
+        let rows = sqlx::query(self.pick(
+            concat!(
+                "SELECT ",
+                summary_columns!("MAX"),
+                " FROM repositories r WHERE r.name > $1 AND instr(r.name, $2) > 0 ORDER BY r.name LIMIT $3"
+            ),
+            concat!(
+                "SELECT ",
+                summary_columns!("GREATEST"),
+                " FROM repositories r WHERE r.name > $1 AND strpos(r.name, $2) > 0 ORDER BY r.name LIMIT $3"
+            ),
         ))
         .bind(after.unwrap_or(""))
         .bind(filter.unwrap_or(""))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(summary_from_row).collect())
     }
 
     pub async fn repository_summary(&self, repo: &RepoName) -> Result<Option<RepositorySummary>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            summary_columns!(),
-            " FROM repositories r WHERE r.name = ?"
+        let row = sqlx::query(self.pick(
+            concat!(
+                "SELECT ",
+                summary_columns!("MAX"),
+                " FROM repositories r WHERE r.name = $1"
+            ),
+            concat!(
+                "SELECT ",
+                summary_columns!("GREATEST"),
+                " FROM repositories r WHERE r.name = $1"
+            ),
         ))
         .bind(repo.as_str())
         .fetch_optional(&self.pool)
@@ -154,15 +170,15 @@ impl MetaStore {
     /// writes `events` (one per manifest) with it. False if it did not
     /// exist. The blobs themselves stay for garbage collection.
     pub async fn delete_repository(&self, repo: &RepoName, events: &[Event]) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM repositories WHERE name = ?")
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query("DELETE FROM repositories WHERE name = $1")
             .bind(repo.as_str())
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM repository_settings WHERE repository = ?")
+        sqlx::query("DELETE FROM repository_settings WHERE repository = $1")
             .bind(repo.as_str())
             .execute(&mut *tx)
             .await?;
@@ -175,7 +191,7 @@ impl MetaStore {
 
     pub async fn repository_settings(&self, repo: &str) -> Result<SettingsRow> {
         let row = sqlx::query(
-            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = ?",
+            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = $1",
         )
         .bind(repo)
         .fetch_optional(&self.pool)
@@ -191,7 +207,7 @@ impl MetaStore {
     pub async fn put_repository_settings(&self, repo: &str, s: &SettingsRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO repository_settings (repository, immutable_tags, retention, updated_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (repository) DO UPDATE SET \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (repository) DO UPDATE SET \
              immutable_tags = excluded.immutable_tags, retention = excluded.retention, \
              updated_at = excluded.updated_at",
         )
@@ -209,7 +225,7 @@ impl MetaStore {
         let rows = sqlx::query(
             "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
              JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-             WHERE t.repository = ? ORDER BY t.updated_at DESC, t.name",
+             WHERE t.repository = $1 ORDER BY t.updated_at DESC, t.name",
         )
         .bind(repo.as_str())
         .fetch_all(&self.pool)
@@ -230,9 +246,9 @@ impl MetaStore {
     pub async fn manifest_summaries(&self, repo: &RepoName) -> Result<Vec<ManifestSummary>> {
         let rows = sqlx::query(
             "SELECT m.digest, m.media_type, m.artifact_type, m.subject, m.size, m.created_at, \
-             (SELECT group_concat(t.name, char(10)) FROM tags t \
+             (SELECT string_agg(t.name, '\n') FROM tags t \
                 WHERE t.repository = m.repository AND t.digest = m.digest) \
-             FROM manifests m WHERE m.repository = ? ORDER BY m.created_at DESC, m.digest",
+             FROM manifests m WHERE m.repository = $1 ORDER BY m.created_at DESC, m.digest",
         )
         .bind(repo.as_str())
         .fetch_all(&self.pool)
@@ -261,10 +277,10 @@ impl MetaStore {
     /// Deletes the given tags of `repo`, writing each tag's event with it;
     /// returns how many existed.
     pub async fn delete_tags(&self, repo: &RepoName, tags: &[(Tag, Event)]) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut deleted = 0;
         for (tag, event) in tags {
-            let done = sqlx::query("DELETE FROM tags WHERE repository = ? AND name = ?")
+            let done = sqlx::query("DELETE FROM tags WHERE repository = $1 AND name = $2")
                 .bind(repo.as_str())
                 .bind(tag.as_str())
                 .execute(&mut *tx)
@@ -280,10 +296,10 @@ impl MetaStore {
 
     /// Stores when repositories were last pulled.
     pub async fn record_last_pulls(&self, pulls: &[(String, i64)]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (repo, at) in pulls {
             sqlx::query(
-                "UPDATE repositories SET last_pull = MAX(COALESCE(last_pull, 0), ?) WHERE name = ?",
+                "UPDATE repositories SET last_pull = $1 WHERE name = $2 AND COALESCE(last_pull, 0) < $1",
             )
             .bind(at)
             .bind(repo)
@@ -297,7 +313,7 @@ impl MetaStore {
     pub async fn append_audit(&self, a: &NewAudit<'_>) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, address, action, target, detail) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(now_ms())
         .bind(a.actor)
@@ -315,15 +331,15 @@ impl MetaStore {
     pub async fn audit_rows(&self, limit: u32, before: Option<i64>) -> Result<Vec<AuditRow>> {
         let rows = sqlx::query(
             "SELECT at, actor, address, action, target, detail FROM ( \
-               SELECT at, actor, address, action, target, detail FROM audit_log WHERE at < ?1 \
+               SELECT at, actor, address, action, target, detail FROM audit_log WHERE at < $1 \
                UNION ALL \
                SELECT created_at, actor, request_addr, 'manifest.' || action, \
                  repository || COALESCE(':' || tag, '') || COALESCE('@' || digest, ''), '' \
-                 FROM events WHERE action IN ('push', 'delete') AND created_at < ?1 \
-             ) ORDER BY at DESC LIMIT ?2",
+                 FROM events WHERE action IN ('push', 'delete') AND created_at < $1 \
+             ) ORDER BY at DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -360,7 +376,7 @@ impl MetaStore {
     /// Creates a sink (false if the name is taken).
     pub async fn insert_sink(&self, name: &str, kind: &str, spec: &str) -> Result<bool> {
         let done = sqlx::query(
-            "INSERT INTO sinks (name, kind, spec, created_at, updated_at) VALUES (?, ?, ?, ?, ?) \
+            "INSERT INTO sinks (name, kind, spec, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT DO NOTHING",
         )
         .bind(name)
@@ -375,19 +391,20 @@ impl MetaStore {
 
     /// Replaces a sink's spec (false if there is no such sink of `kind`).
     pub async fn update_sink(&self, name: &str, kind: &str, spec: &str) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE sinks SET spec = ?, updated_at = ? WHERE name = ? AND kind = ?")
-                .bind(spec)
-                .bind(now_ms())
-                .bind(name)
-                .bind(kind)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            "UPDATE sinks SET spec = $1, updated_at = $2 WHERE name = $3 AND kind = $4",
+        )
+        .bind(spec)
+        .bind(now_ms())
+        .bind(name)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn delete_sink(&self, name: &str, kind: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM sinks WHERE name = ? AND kind = ?")
+        let done = sqlx::query("DELETE FROM sinks WHERE name = $1 AND kind = $2")
             .bind(name)
             .bind(kind)
             .execute(&self.pool)
@@ -399,8 +416,8 @@ impl MetaStore {
     /// False if there is no such delivery.
     pub async fn redeliver(&self, event_seq: i64, sink: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?, updated_at = ? \
-             WHERE event_seq = ? AND sink = ?",
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = $1, updated_at = $2 \
+             WHERE event_seq = $3 AND sink = $4",
         )
         .bind(now_ms())
         .bind(now_ms())

@@ -1,8 +1,8 @@
 //! The outbox and what became of it: events, their deliveries to sinks,
 //! every delivery attempt, and deploy records.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 use crate::core::Result;
 use crate::events::{Action, Event, Origin};
@@ -100,7 +100,7 @@ macro_rules! event_columns {
     };
 }
 
-fn event_from_row(r: &SqliteRow) -> Event {
+fn event_from_row(r: &AnyRow) -> Event {
     Event {
         seq: r.get(0),
         id: r.get(1),
@@ -122,7 +122,7 @@ fn event_from_row(r: &SqliteRow) -> Event {
     }
 }
 
-fn deploy_from_row(r: &SqliteRow) -> DeployRow {
+fn deploy_from_row(r: &AnyRow) -> DeployRow {
     DeployRow {
         id: r.get(0),
         event_seq: r.get(1),
@@ -158,11 +158,11 @@ macro_rules! deploy_columns {
 
 impl MetaStore {
     /// Writes an event inside the transaction of the change it describes.
-    pub(crate) async fn insert_event(tx: &mut Transaction<'_, Sqlite>, e: &Event) -> Result<()> {
+    pub(crate) async fn insert_event(tx: &mut Transaction<'_, Any>, e: &Event) -> Result<()> {
         sqlx::query(
             "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \
              actor, request_id, request_addr, request_host, request_method, user_agent) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&e.id)
         .bind(e.created_at)
@@ -185,7 +185,7 @@ impl MetaStore {
 
     /// Records an event that changes nothing else (a pull).
     pub async fn record_event(&self, e: &Event) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::insert_event(&mut tx, e).await?;
         tx.commit().await?;
         Ok(())
@@ -196,9 +196,9 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(""),
-            " FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT ?"
+            " FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT $1"
         ))
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(event_from_row).collect())
@@ -207,12 +207,12 @@ impl MetaStore {
     /// Creates a pending delivery of event `seq` to each of `sinks`, and
     /// marks the event as fanned out, in one transaction.
     pub async fn fan_out(&self, seq: i64, sinks: &[String]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         for sink in sinks {
             sqlx::query(
                 "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
-                 VALUES (?, ?, 'pending', ?, ?) ON CONFLICT DO NOTHING",
+                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
             )
             .bind(seq)
             .bind(sink)
@@ -221,7 +221,7 @@ impl MetaStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = ?")
+        sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = $1")
             .bind(seq)
             .execute(&mut *tx)
             .await?;
@@ -236,7 +236,7 @@ impl MetaStore {
             "SELECT ",
             event_columns!("e."),
             ", d.attempts FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at <= ? \
+             WHERE d.sink = $1 AND d.state = 'pending' AND d.next_attempt_at <= $2 \
              ORDER BY d.event_seq LIMIT 1"
         ))
         .bind(sink)
@@ -249,7 +249,7 @@ impl MetaStore {
     /// When `sink` next has a delivery due (Unix ms), if any is pending.
     pub async fn next_delivery_time(&self, sink: &str) -> Result<Option<i64>> {
         let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = ? AND state = 'pending'",
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE sink = $1 AND state = 'pending'",
         )
         .bind(sink)
         .fetch_one(&self.pool)
@@ -272,22 +272,22 @@ impl MetaStore {
             AttemptOutcome::RetryAt(at) => ("pending", at, false),
             AttemptOutcome::GaveUp => ("gave_up", now, false),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO delivery_attempts (event_seq, sink, attempt, at, ok, detail) VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO delivery_attempts (event_seq, sink, attempt, at, ok, detail) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT DO NOTHING",
         )
         .bind(seq)
         .bind(sink)
         .bind(attempt)
         .bind(now)
-        .bind(ok)
+        .bind(i64::from(ok))
         .bind(detail)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE deliveries SET state = ?, attempts = ?, next_attempt_at = ?, last_error = ?, updated_at = ? \
-             WHERE event_seq = ? AND sink = ?",
+            "UPDATE deliveries SET state = $1, attempts = $2, next_attempt_at = $3, last_error = $4, updated_at = $5 \
+             WHERE event_seq = $6 AND sink = $7",
         )
         .bind(state)
         .bind(attempt)
@@ -313,12 +313,12 @@ impl MetaStore {
         let rows = sqlx::query(
             "SELECT d.event_seq, e.id, d.sink, d.state, d.attempts, d.last_error, d.updated_at \
              FROM deliveries d JOIN events e ON e.seq = d.event_seq \
-             WHERE (?1 IS NULL OR d.sink = ?1) AND (?2 IS NULL OR d.state = ?2) \
-             ORDER BY d.event_seq DESC, d.sink LIMIT ?3",
+             WHERE ($1 IS NULL OR d.sink = $1) AND ($2 IS NULL OR d.state = $2) \
+             ORDER BY d.event_seq DESC, d.sink LIMIT $3",
         )
         .bind(sink)
         .bind(state)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -339,8 +339,8 @@ impl MetaStore {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO deploys (event_seq, rule, namespace, kind, name, container, tag, old_image, \
              new_image, state, message, started_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-             CASE WHEN ? IN ('patching', 'rolling') THEN NULL ELSE ? END) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             CASE WHEN $13 IN ('patching', 'rolling') THEN NULL ELSE $14 END) RETURNING id",
         )
         .bind(d.event_seq)
         .bind(d.rule)
@@ -366,8 +366,8 @@ impl MetaStore {
     /// are final and stamp the finish time.
     pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE deploys SET state = ?, message = ?, \
-             finished_at = CASE WHEN ? IN ('patching', 'rolling') THEN NULL ELSE ? END WHERE id = ?",
+            "UPDATE deploys SET state = $1, message = $2, \
+             finished_at = CASE WHEN $3 IN ('patching', 'rolling') THEN NULL ELSE $4 END WHERE id = $5",
         )
         .bind(state)
         .bind(message)
@@ -385,10 +385,10 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             deploy_columns!(),
-            " FROM deploys WHERE (?1 IS NULL OR rule = ?1) ORDER BY id DESC LIMIT ?2"
+            " FROM deploys WHERE ($1 IS NULL OR rule = $1) ORDER BY id DESC LIMIT $2"
         ))
         .bind(rule)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(deploy_from_row).collect())
@@ -417,7 +417,7 @@ impl MetaStore {
         let row = sqlx::query(concat!(
             "SELECT ",
             deploy_columns!(),
-            " FROM deploys WHERE namespace = ? AND kind = ? AND name = ? \
+            " FROM deploys WHERE namespace = $1 AND kind = $2 AND name = $3 \
              AND state IN ('rolling', 'succeeded') ORDER BY id DESC LIMIT 1"
         ))
         .bind(namespace)

@@ -14,7 +14,7 @@ use crate::meta::MetaStore;
 /// cutoff time: younger manifests are kept.
 macro_rules! manifest_is_garbage {
     () => {
-        "m.created_at < ?1 \
+        "m.created_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) \
          AND NOT EXISTS (SELECT 1 FROM manifest_references r \
                          WHERE r.repository = m.repository AND r.target = m.digest) \
@@ -29,9 +29,9 @@ macro_rules! manifest_is_garbage {
 /// cutoff `?1`.
 macro_rules! blob_is_garbage {
     () => {
-        "b.created_at < ?1 \
+        "b.created_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.target = b.digest) \
-         AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.created_at >= ?1)"
+         AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.created_at >= $1)"
     };
 }
 
@@ -48,10 +48,10 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT m.repository, m.digest, m.media_type, m.size FROM manifests m WHERE ",
             manifest_is_garbage!(),
-            " ORDER BY m.repository, m.digest LIMIT ?2"
+            " ORDER BY m.repository, m.digest LIMIT $2"
         ))
         .bind(cutoff)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
@@ -72,11 +72,11 @@ impl MetaStore {
         batch: &'a [(GarbageManifest, Event)],
         cutoff: i64,
     ) -> Result<Vec<&'a GarbageManifest>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut deleted = Vec::new();
         for (m, event) in batch {
             let done = sqlx::query(concat!(
-                "DELETE FROM manifests AS m WHERE m.repository = ?2 AND m.digest = ?3 AND ",
+                "DELETE FROM manifests AS m WHERE m.repository = $2 AND m.digest = $3 AND ",
                 manifest_is_garbage!()
             ))
             .bind(cutoff)
@@ -101,13 +101,13 @@ impl MetaStore {
         limit: u32,
     ) -> Result<Vec<(Digest, u64)>> {
         let rows = sqlx::query(concat!(
-            "SELECT b.digest, b.size FROM blobs b WHERE b.digest > ?2 AND b.deleting = 0 AND ",
+            "SELECT b.digest, b.size FROM blobs b WHERE b.digest > $2 AND b.deleting = 0 AND ",
             blob_is_garbage!(),
-            " ORDER BY b.digest LIMIT ?3"
+            " ORDER BY b.digest LIMIT $3"
         ))
         .bind(cutoff)
         .bind(after)
-        .bind(limit)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -130,11 +130,11 @@ impl MetaStore {
         batch: &[(Digest, u64)],
         cutoff: i64,
     ) -> Result<Vec<(Digest, u64)>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut marked = Vec::new();
         for (digest, size) in batch {
             let done = sqlx::query(concat!(
-                "UPDATE blobs AS b SET deleting = 1 WHERE b.digest = ?2 AND b.deleting = 0 AND ",
+                "UPDATE blobs AS b SET deleting = 1 WHERE b.digest = $2 AND b.deleting = 0 AND ",
                 blob_is_garbage!()
             ))
             .bind(cutoff)
@@ -142,7 +142,7 @@ impl MetaStore {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
-                sqlx::query("DELETE FROM repository_blobs WHERE digest = ?")
+                sqlx::query("DELETE FROM repository_blobs WHERE digest = $1")
                     .bind(digest.as_str())
                     .execute(&mut *tx)
                     .await?;
@@ -165,9 +165,9 @@ impl MetaStore {
 
     /// Removes marked blobs' rows, once their bytes are gone.
     pub async fn delete_marked_blobs(&self, digests: &[Digest]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for digest in digests {
-            sqlx::query("DELETE FROM blobs WHERE digest = ? AND deleting = 1")
+            sqlx::query("DELETE FROM blobs WHERE digest = $1 AND deleting = 1")
                 .bind(digest.as_str())
                 .execute(&mut *tx)
                 .await?;
@@ -194,13 +194,13 @@ impl MetaStore {
     /// waits for any push that is committing (and has already checked the
     /// bytes are there) instead of reading around it.
     pub async fn blob_known_after_writers(&self, digest: &Digest) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         // Any write takes SQLite's write lock, which a committing push
         // holds until it is done.
         sqlx::query("UPDATE cache_epoch SET n = n WHERE id = 1")
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND deleting = 0")
+        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 AND deleting = 0")
             .bind(digest.as_str())
             .fetch_optional(&mut *tx)
             .await?;
@@ -210,7 +210,7 @@ impl MetaStore {
 
     /// Whether the metadata names a blob.
     pub async fn blob_known(&self, digest: &Digest) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = ? AND deleting = 0")
+        let row = sqlx::query("SELECT 1 FROM blobs WHERE digest = $1 AND deleting = 0")
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -219,7 +219,7 @@ impl MetaStore {
 
     /// Uploads nobody has written to since `cutoff`.
     pub async fn stale_uploads(&self, cutoff: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < ? ORDER BY id")
+        let rows = sqlx::query("SELECT id FROM uploads WHERE updated_at < $1 ORDER BY id")
             .bind(cutoff)
             .fetch_all(&self.pool)
             .await?;
@@ -228,7 +228,7 @@ impl MetaStore {
 
     /// Ends an upload if it is still stale.
     pub async fn delete_stale_upload(&self, id: &str, cutoff: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = ? AND updated_at < ?")
+        let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
             .bind(id)
             .bind(cutoff)
             .execute(&self.pool)
@@ -244,7 +244,7 @@ impl MetaStore {
         report: &str,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO gc_runs (started_at, finished_at, dry_run, report) VALUES (?, ?, ?, ?)",
+            "INSERT INTO gc_runs (started_at, finished_at, dry_run, report) VALUES ($1, $2, $3, $4)",
         )
         .bind(started_at)
         .bind(finished_at)

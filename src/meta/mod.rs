@@ -14,22 +14,39 @@ pub use admin::{
 pub use events::{AttemptOutcome, DeliveryRow, DeployRow, NewDeploy};
 pub use gc::GarbageManifest;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use crate::core::Result;
 use crate::core::names::{Digest, RepoName, Tag};
 use crate::events::Event;
 
+/// Where the metadata lives.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// An embedded SQLite file: one berth process serves it.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (a `postgres://` URL) that several berth
+    /// replicas may share.
+    Postgres(String),
+}
+
+/// The SQL dialect of the open database, for the few statements whose
+/// spelling differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
 #[derive(Clone, Debug)]
 pub struct MetaStore {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
 /// An upload in progress.
@@ -91,30 +108,89 @@ pub fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// The advisory lock key of writing transactions on PostgreSQL ("berth").
+const WRITE_LOCK: i64 = 0x6265_7274_68;
+
 fn parse_digest(s: String) -> Result<Digest> {
     // Rows are only ever written from validated digests.
     Digest::from_str(&s)
 }
 
 impl MetaStore {
-    /// Opens (creating and migrating if needed) the SQLite file at `path`.
-    pub async fn open(path: &Path) -> Result<MetaStore> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
+    /// Opens (creating and migrating if needed) the metadata database.
+    pub async fn open(location: &Location) -> Result<MetaStore> {
+        sqlx::any::install_default_drivers();
+        let (pool, dialect) = match location {
+            Location::Sqlite(path) => (Self::open_sqlite(path).await?, Dialect::Sqlite),
+            Location::Postgres(url) => (
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(url)
+                    .await?,
+                Dialect::Postgres,
+            ),
+        };
+        let migrated = match dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await,
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await,
+        };
+        migrated.map_err(|e| crate::core::RegistryError::Internal(format!("migrations: {e}")))?;
+        Ok(MetaStore { pool, dialect })
+    }
+
+    /// Every commit waits for the disk (`synchronous=FULL`); WAL lets
+    /// readers go on while one writer writes.
+    async fn open_sqlite(path: &std::path::Path) -> Result<AnyPool> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA busy_timeout = 30000; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(&url)
             .await?;
-        sqlx::migrate!("migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| crate::core::RegistryError::Internal(format!("migrations: {e}")))?;
-        Ok(MetaStore { pool })
+        // Persistent in the file; set once, as switching needs the database
+        // to itself.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
+        Ok(pool)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Begins a transaction that writes. SQLite lets one writer in at a
+    /// time by itself; on PostgreSQL every writing transaction first takes
+    /// one advisory lock, so transactions that check before they write see
+    /// each other's effects exactly as on SQLite, whichever replica runs
+    /// them.
+    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(WRITE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+
+    /// `sqlite` or `postgres`, whichever this store speaks.
+    fn pick(&self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => sqlite,
+            Dialect::Postgres => postgres,
+        }
     }
 
     /// Whether the database answers.
@@ -128,7 +204,7 @@ impl MetaStore {
     /// bytes a row.
     pub async fn usage(&self) -> Result<Usage> {
         let (blobs, blob_bytes, uploads, events): (i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0), \
+            "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT), \
              (SELECT COUNT(*) FROM uploads), \
              (SELECT COUNT(*) FROM events WHERE fanned_out = 0) FROM blobs",
         )
@@ -151,9 +227,9 @@ impl MetaStore {
         })
     }
 
-    async fn ensure_repository(tx: &mut Transaction<'_, Sqlite>, repo: &RepoName) -> Result<()> {
+    async fn ensure_repository(tx: &mut Transaction<'_, Any>, repo: &RepoName) -> Result<()> {
         sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(repo.as_str())
         .bind(now_ms())
@@ -163,7 +239,7 @@ impl MetaStore {
     }
 
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = ?")
+        let row = sqlx::query("SELECT 1 FROM repositories WHERE name = $1")
             .bind(repo.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -174,7 +250,7 @@ impl MetaStore {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO uploads (id, repository, size, hash_state, created_at, updated_at) \
-             VALUES (?, ?, 0, ?, ?, ?)",
+             VALUES ($1, $2, 0, $3, $4, $5)",
         )
         .bind(id)
         .bind(repo.as_str())
@@ -189,7 +265,7 @@ impl MetaStore {
     /// The upload `id` of repository `repo`, if it exists.
     pub async fn upload(&self, id: &str, repo: &RepoName) -> Result<Option<UploadRow>> {
         let row =
-            sqlx::query("SELECT size, hash_state FROM uploads WHERE id = ? AND repository = ?")
+            sqlx::query("SELECT size, hash_state FROM uploads WHERE id = $1 AND repository = $2")
                 .bind(id)
                 .bind(repo.as_str())
                 .fetch_optional(&self.pool)
@@ -210,7 +286,7 @@ impl MetaStore {
         hash_state: &[u8],
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE uploads SET size = ?, hash_state = ?, updated_at = ? WHERE id = ? AND size = ?",
+            "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
         )
         .bind(to as i64)
         .bind(hash_state)
@@ -223,7 +299,7 @@ impl MetaStore {
     }
 
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = ?")
+        sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -243,10 +319,10 @@ impl MetaStore {
         upload: Option<&str>,
         bytes_present: &(dyn Fn() -> bool + Sync),
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::ensure_repository(&mut tx, repo).await?;
         let deleting: Option<i64> =
-            sqlx::query_scalar("SELECT deleting FROM blobs WHERE digest = ?")
+            sqlx::query_scalar("SELECT deleting FROM blobs WHERE digest = $1")
                 .bind(digest.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -257,7 +333,7 @@ impl MetaStore {
         }
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
         .bind(digest.as_str())
         .bind(size as i64)
@@ -265,7 +341,7 @@ impl MetaStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO repository_blobs (repository, digest, created_at) VALUES (?, ?, ?) \
+            "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo.as_str())
@@ -274,7 +350,7 @@ impl MetaStore {
         .execute(&mut *tx)
         .await?;
         if let Some(id) = upload {
-            sqlx::query("DELETE FROM uploads WHERE id = ?")
+            sqlx::query("DELETE FROM uploads WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -291,7 +367,7 @@ impl MetaStore {
     ) -> Result<Option<u64>> {
         let row = sqlx::query(
             "SELECT b.size FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest \
-             WHERE rb.repository = ? AND rb.digest = ?",
+             WHERE rb.repository = $1 AND rb.digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
@@ -302,7 +378,7 @@ impl MetaStore {
 
     /// The size of a blob if berth stores it, in any repository.
     pub async fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        let row = sqlx::query("SELECT size FROM blobs WHERE digest = ? AND deleting = 0")
+        let row = sqlx::query("SELECT size FROM blobs WHERE digest = $1 AND deleting = 0")
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -311,7 +387,7 @@ impl MetaStore {
 
     /// Whether `repo` holds the manifest `digest`.
     pub async fn manifest_exists(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?")
+        let row = sqlx::query("SELECT 1 FROM manifests WHERE repository = $1 AND digest = $2")
             .bind(repo.as_str())
             .bind(digest.as_str())
             .fetch_optional(&self.pool)
@@ -330,11 +406,11 @@ impl MetaStore {
         tag: Option<&Tag>,
         event: &Event,
     ) -> Result<Option<String>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         Self::ensure_repository(&mut tx, repo).await?;
         let now = now_ms();
         let settings = sqlx::query(
-            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = ?",
+            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = $1",
         )
         .bind(repo.as_str())
         .fetch_optional(&mut *tx)
@@ -344,7 +420,7 @@ impl MetaStore {
             .unwrap_or_default();
         if let (true, Some(tag)) = (immutable, tag) {
             let current: Option<String> =
-                sqlx::query_scalar("SELECT digest FROM tags WHERE repository = ? AND name = ?")
+                sqlx::query_scalar("SELECT digest FROM tags WHERE repository = $1 AND name = $2")
                     .bind(repo.as_str())
                     .bind(tag.as_str())
                     .fetch_optional(&mut *tx)
@@ -359,7 +435,7 @@ impl MetaStore {
         }
         let inserted = sqlx::query(
             "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         )
         .bind(repo.as_str())
         .bind(m.digest.as_str())
@@ -375,15 +451,16 @@ impl MetaStore {
         // Checked again inside the transaction: garbage collection may
         // have taken a blob or child manifest since the caller looked.
         for target in m.references {
-            let present: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM blobs WHERE digest = ?1 AND deleting = 0) \
-                 OR EXISTS (SELECT 1 FROM manifests WHERE repository = ?2 AND digest = ?1)",
+            let present: i64 = sqlx::query_scalar(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM blobs WHERE digest = $1 AND deleting = 0) \
+                 OR EXISTS (SELECT 1 FROM manifests WHERE repository = $2 AND digest = $1) \
+                 THEN 1 ELSE 0 END",
             )
             .bind(target.as_str())
             .bind(repo.as_str())
             .fetch_one(&mut *tx)
             .await?;
-            if !present {
+            if present == 0 {
                 return Err(crate::core::RegistryError::ManifestBlobUnknown(
                     target.clone(),
                 ));
@@ -392,7 +469,7 @@ impl MetaStore {
         if inserted.rows_affected() == 1 {
             for target in m.references {
                 sqlx::query(
-                    "INSERT INTO manifest_references (repository, manifest, target) VALUES (?, ?, ?) \
+                    "INSERT INTO manifest_references (repository, manifest, target) VALUES ($1, $2, $3) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(repo.as_str())
@@ -404,7 +481,7 @@ impl MetaStore {
         }
         if let Some(tag) = tag {
             sqlx::query(
-                "INSERT INTO tags (repository, name, digest, updated_at) VALUES (?, ?, ?, ?) \
+                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
             )
             .bind(repo.as_str())
@@ -425,7 +502,7 @@ impl MetaStore {
         digest: &Digest,
     ) -> Result<Option<ManifestRow>> {
         let row = sqlx::query(
-            "SELECT media_type, content FROM manifests WHERE repository = ? AND digest = ?",
+            "SELECT media_type, content FROM manifests WHERE repository = $1 AND digest = $2",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
@@ -442,7 +519,7 @@ impl MetaStore {
         let row = sqlx::query(
             "SELECT m.digest, m.media_type, m.content FROM tags t \
              JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-             WHERE t.repository = ? AND t.name = ?",
+             WHERE t.repository = $1 AND t.name = $2",
         )
         .bind(repo.as_str())
         .bind(tag.as_str())
@@ -468,26 +545,29 @@ impl MetaStore {
     ) -> Result<Vec<String>> {
         let rows = match last {
             None => {
-                sqlx::query(
-                    "SELECT name FROM tags WHERE repository = ? \
-                     ORDER BY name COLLATE NOCASE, name LIMIT ?",
-                )
+                sqlx::query(self.pick(
+                    "SELECT name FROM tags WHERE repository = $1 \
+                     ORDER BY name COLLATE NOCASE, name LIMIT $2",
+                    "SELECT name FROM tags WHERE repository = $1 \
+                     ORDER BY lower(name), name LIMIT $2",
+                ))
                 .bind(repo.as_str())
-                .bind(limit)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
             }
             Some(last) => {
-                sqlx::query(
-                    "SELECT name FROM tags WHERE repository = ? \
-                     AND (name > ? COLLATE NOCASE OR (name = ? COLLATE NOCASE AND name > ?)) \
-                     ORDER BY name COLLATE NOCASE, name LIMIT ?",
-                )
+                sqlx::query(self.pick(
+                    "SELECT name FROM tags WHERE repository = $1 \
+                     AND (name > $2 COLLATE NOCASE OR (name = $2 COLLATE NOCASE AND name > $2)) \
+                     ORDER BY name COLLATE NOCASE, name LIMIT $3",
+                    "SELECT name FROM tags WHERE repository = $1 \
+                     AND (lower(name) > lower($2) OR (lower(name) = lower($2) AND name > $2)) \
+                     ORDER BY lower(name), name LIMIT $3",
+                ))
                 .bind(repo.as_str())
                 .bind(last)
-                .bind(last)
-                .bind(last)
-                .bind(limit)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?
             }
@@ -498,9 +578,9 @@ impl MetaStore {
     /// Up to `limit` repository names after `last`, in lexical order.
     pub async fn list_repositories(&self, limit: u32, last: Option<&str>) -> Result<Vec<String>> {
         let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?")
+            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
                 .bind(last.unwrap_or(""))
-                .bind(limit)
+                .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
@@ -516,7 +596,7 @@ impl MetaStore {
         key: &str,
         event: Option<&Event>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(sql)
             .bind(repo.as_str())
             .bind(key)
@@ -533,7 +613,7 @@ impl MetaStore {
     /// Removes a tag; false if `repo` had no such tag.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag, event: &Event) -> Result<bool> {
         self.delete_one(
-            "DELETE FROM tags WHERE repository = ? AND name = ?",
+            "DELETE FROM tags WHERE repository = $1 AND name = $2",
             repo,
             tag.as_str(),
             Some(event),
@@ -550,7 +630,7 @@ impl MetaStore {
         event: &Event,
     ) -> Result<bool> {
         self.delete_one(
-            "DELETE FROM manifests WHERE repository = ? AND digest = ?",
+            "DELETE FROM manifests WHERE repository = $1 AND digest = $2",
             repo,
             digest.as_str(),
             Some(event),
@@ -562,7 +642,7 @@ impl MetaStore {
     /// bytes stay until garbage collection finds nothing links them.
     pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         self.delete_one(
-            "DELETE FROM repository_blobs WHERE repository = ? AND digest = ?",
+            "DELETE FROM repository_blobs WHERE repository = $1 AND digest = $2",
             repo,
             digest.as_str(),
             None,
@@ -580,7 +660,7 @@ impl MetaStore {
     ) -> Result<Vec<ReferrerRow>> {
         let rows = sqlx::query(
             "SELECT digest, media_type, artifact_type, annotations, size FROM manifests \
-             WHERE repository = ? AND subject = ? AND (? IS NULL OR artifact_type = ?) ORDER BY digest",
+             WHERE repository = $1 AND subject = $2 AND ($3 IS NULL OR artifact_type = $4) ORDER BY digest",
         )
         .bind(repo.as_str())
         .bind(subject.as_str())
