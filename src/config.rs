@@ -34,6 +34,16 @@ pub struct Config {
     pub deploy: DeployConfig,
     /// Prometheus metrics at `/metrics`.
     pub metrics: MetricsConfig,
+    /// Where the metadata lives.
+    pub database: DatabaseConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/dbname`; empty: an SQLite file
+    /// in `data_dir`.
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -338,6 +348,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             deploy: DeployConfig::default(),
             metrics: MetricsConfig::default(),
+            database: DatabaseConfig::default(),
         }
     }
 }
