@@ -197,7 +197,12 @@ pub fn fresh_database() -> Option<String> {
     let out = Command::new("psql")
         .args(["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"])
         .args(["--dbname", &server])
-        .args(["--command", &format!("CREATE DATABASE {name}")])
+        // A file copy of the (small) template is a third of the time of
+        // the default WAL-logged copy on a server without fsync.
+        .args([
+            "--command",
+            &format!("CREATE DATABASE {name} STRATEGY FILE_COPY"),
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("run psql (postgresql-client)");
