@@ -13,7 +13,9 @@
 #   debian-archive-keyring (the image's base, made locally) and binutils
 #   (objcopy; readelf for tests/ship.rs); systemd (systemd-analyze, to verify
 #   deploy/berth.service) and util-linux (setpriv); prometheus (promtool,
-#   which checks the /metrics exposition format).
+#   which checks the /metrics exposition format); postgresql (initdb,
+#   pg_ctl, postgres and psql, for the suite's PostgreSQL pass: a
+#   throwaway cluster of scripts/test-postgres.sh, never Debian's own).
 #
 # No daemons are left running: service start-up during install is suppressed via a
 # temporary /usr/sbin/policy-rc.d (only if none exists already), and the tests
@@ -54,6 +56,7 @@ PKGS=(
     systemd:systemd-analyze
     util-linux:setpriv
     prometheus:promtool
+    postgresql:
 )
 
 missing=()
@@ -120,9 +123,10 @@ fi
 "$SCHEMATHESIS_VENV/bin/schemathesis" --version
 
 # Sanity: report versions (fails loudly if something is still missing).
-for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv promtool; do
+for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv promtool psql; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }
 done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "install-test-deps: no initdb under /usr/lib/postgresql after install" >&2; exit 1; }
 echo "docker CLI used: $(command -v docker) ($(docker --version 2>/dev/null || true))"
 skopeo --version
 podman --version

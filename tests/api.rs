@@ -914,7 +914,7 @@ async fn json_logs_carry_the_request_id() {
     use std::io::{BufRead, BufReader, Read};
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "log_format = \"json\"\n").unwrap();
+    common::write_config(&config, "log_format = \"json\"\n");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

@@ -50,7 +50,8 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
     let port = free_port();
     let host = format!("127.0.0.1:{port}");
     ok(&mut docker.cmd(&["volume", "create", VOLUME]));
-    let container = Container::run(&docker, &host);
+    let database = common::fresh_database();
+    let container = Container::run(&docker, &host, database.as_deref());
     container.wait_healthy();
     assert_eq!(get(&format!("http://{host}/readyz"), None).0, 200);
 
@@ -107,7 +108,7 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
     // A new container (an upgrade, say) on the same volume serves what was
     // pushed, to the same password: nothing lived in the old container.
     container.remove();
-    let container = Container::run(&docker, &host);
+    let container = Container::run(&docker, &host, database.as_deref());
     container.wait_healthy();
     let basic = format!("admin:{password}");
     let (status, served) = get(
@@ -177,9 +178,9 @@ struct Container<'a> {
 }
 
 impl<'a> Container<'a> {
-    fn run(docker: &'a Docker, listen: &str) -> Container<'a> {
+    fn run(docker: &'a Docker, listen: &str, database: Option<&str>) -> Container<'a> {
         let name = "berth";
-        ok(&mut docker.cmd(&[
+        let mut run = docker.cmd(&[
             "run",
             "--detach",
             "--name",
@@ -195,8 +196,13 @@ impl<'a> Container<'a> {
             &format!("BERTH_LISTEN={listen}"),
             "--volume",
             &format!("{VOLUME}:{DATA}"),
-            IMAGE,
-        ]));
+        ]);
+        // On the PostgreSQL pass, a database on the host's server (the
+        // container shares the host's network).
+        if let Some(url) = database {
+            run.args(["--env", &format!("BERTH_DATABASE_URL={url}")]);
+        }
+        ok(run.arg(IMAGE));
         Container { docker, name }
     }
 

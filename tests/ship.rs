@@ -280,11 +280,10 @@ fn berth_takes_the_first_admin_password_and_signing_key_from_the_secret_files() 
 fn berth_refuses_to_start_without_the_named_admin_password_file() {
     let data = tempfile::tempdir().unwrap();
     let missing = data.path().join("no-such-file");
-    fs::write(
-        data.path().join("config.toml"),
-        format!("[auth]\ninitial_admin_password_file = {missing:?}\n"),
-    )
-    .unwrap();
+    common::write_config(
+        &data.path().join("config.toml"),
+        &format!("[auth]\ninitial_admin_password_file = {missing:?}\n"),
+    );
     let ran = run(Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
@@ -401,6 +400,12 @@ fn the_systemd_units_command_line_serves() {
     fs::create_dir_all(config.parent().unwrap()).unwrap();
     fs::copy(common::repo_root().join("config.toml"), config).unwrap();
     assert_eq!(env["BERTH_DATA_DIR"], moved(&state));
+    // The shipped config as it is; on the PostgreSQL pass, its database
+    // named the way an operator would without editing the file.
+    let database = common::fresh_database();
+    if let Some(url) = &database {
+        env.insert("BERTH_DATABASE_URL".to_owned(), PathBuf::from(url));
+    }
 
     let exec = &service["ExecStart"][0];
     let mut words = exec.split_whitespace();
@@ -440,7 +445,9 @@ fn the_systemd_units_command_line_serves() {
     let meta = fs::metadata(&password).expect("initial-admin-password in the state directory");
     assert_eq!(meta.uid(), nobody);
     assert_eq!(meta.mode() & 0o777, 0o600);
-    assert!(moved(&state).join("meta.db").exists());
+    if database.is_none() {
+        assert!(moved(&state).join("meta.db").exists());
+    }
 
     // A stop is not a failure, so Restart=on-failure leaves it stopped.
     assert_eq!(service["Restart"][0], "on-failure");

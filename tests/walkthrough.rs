@@ -358,6 +358,11 @@ fn the_readme_walkthrough_builds_pushes_deploys_and_rolls_back() {
     if let Ok(tmp) = std::env::var("TMPDIR") {
         env.push(("TMPDIR".into(), tmp));
     }
+    // On the PostgreSQL pass, berth's database, named the way a newcomer
+    // would without editing the example's config.
+    if let Some(url) = common::fresh_database() {
+        env.push(("BERTH_DATABASE_URL".into(), url));
+    }
 
     let mut terminal = Terminal::open(&checkout, &env, &scratch.path().join("typed"));
     let mut second: Vec<Background> = Vec::new();

@@ -1,5 +1,10 @@
 //! The test harness every integration test uses: a real `berth` process on
 //! a free loopback port with its own temporary data directory.
+//!
+//! On the suite's PostgreSQL pass (scripts/test.sh exports
+//! `BERTH_TEST_POSTGRES`, a URL of a throwaway server), each berth also gets
+//! a fresh database of its own there, named in its config file; a berth
+//! started again on the same data directory finds the same database.
 
 #![allow(dead_code)]
 
@@ -18,6 +23,8 @@ pub struct Berth {
     /// `http`, or `https` when serving TLS.
     pub scheme: String,
     data: tempfile::TempDir,
+    /// Its PostgreSQL database, on the PostgreSQL pass.
+    database: Option<String>,
 }
 
 impl Berth {
@@ -36,16 +43,19 @@ impl Berth {
         Berth::start_secure(&format!("{config}\n[auth]\nanonymous_loopback = true\n"))
     }
 
-    /// Starts berth with exactly `config`: credentials needed, as by default.
+    /// Starts berth with exactly `config` (and, on the PostgreSQL pass, a
+    /// fresh database unless `config` names one): credentials needed, as by
+    /// default.
     pub fn start_secure(config: &str) -> Berth {
         let data = tempfile::tempdir().expect("temp dir");
-        std::fs::write(data.path().join("config.toml"), config).expect("write config");
+        let database = write_config(&data.path().join("config.toml"), config);
         let (child, scheme, host) = spawn(data.path(), "127.0.0.1:0");
         Berth {
             child,
             host,
             scheme,
             data,
+            database,
         }
     }
 
@@ -85,6 +95,12 @@ impl Berth {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The PostgreSQL database this berth keeps its metadata in; None on
+    /// SQLite (the file in its data directory).
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_deref()
     }
 
     /// The password berth generated for `admin` on its first start.
@@ -161,6 +177,85 @@ fn spawn(data: &Path, listen: &str) -> (Child, String, String) {
         .find_map(|word| word.split_once("://"))
         .unwrap_or_else(|| panic!("berth did not say where it listens: {line:?}"));
     (child, scheme.to_owned(), host.to_owned())
+}
+
+/// The PostgreSQL server of the suite's PostgreSQL pass
+/// (`BERTH_TEST_POSTGRES`, a superuser's URL); None on the SQLite pass.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("BERTH_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// On the PostgreSQL pass, a new empty database on its server, as the URL
+/// to give berth (`[database] url`, or `BERTH_DATABASE_URL`); None on the
+/// SQLite pass. Each call makes another: berths meant to share metadata
+/// (replicas) are given the same URL.
+pub fn fresh_database() -> Option<String> {
+    let server = postgres_url()?;
+    let name = format!("berth_{}", uuid::Uuid::new_v4().simple());
+    let out = Command::new("psql")
+        .args(["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"])
+        .args(["--dbname", &server])
+        // A file copy of the (small) template is a third of the time of
+        // the default WAL-logged copy on a server without fsync.
+        .args([
+            "--command",
+            &format!("CREATE DATABASE {name} STRATEGY FILE_COPY"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run psql (postgresql-client)");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE {name} on {server} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(with_database_name(&server, &name))
+}
+
+/// `url` naming the database `name` instead of its own.
+fn with_database_name(url: &str, name: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, query)) => (url, Some(query)),
+        None => (url, None),
+    };
+    let authority = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[authority..].find('/') {
+        Some(slash) => &url[..authority + slash],
+        None => url,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// Writes `config` as a berth config file at `path`: on the PostgreSQL
+/// pass with a `[database]` table naming a fresh database unless `config`
+/// has one already. Returns the PostgreSQL database berth will use, if any.
+/// Every config file a test writes for a berth to serve from goes through
+/// here.
+pub fn write_config(path: &Path, config: &str) -> Option<String> {
+    // A config that names its own database (replicas sharing one) keeps it.
+    let named = toml::from_str::<toml::Table>(config)
+        .ok()
+        .and_then(|table| table.get("database").cloned());
+    if let Some(named) = named {
+        std::fs::write(path, config).expect("write config");
+        return named
+            .get("url")
+            .and_then(|url| url.as_str())
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned);
+    }
+    let database = fresh_database();
+    let text = match &database {
+        Some(url) => format!("{config}\n[database]\nurl = {url:?}\n"),
+        None => config.to_owned(),
+    };
+    std::fs::write(path, text).expect("write config");
+    database
 }
 
 /// The repository's root, for scripts and fixtures.
