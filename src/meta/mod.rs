@@ -342,7 +342,7 @@ impl MetaStore {
         .await?;
         sqlx::query(
             "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO UPDATE SET created_at = excluded.created_at",
+             ON CONFLICT (repository, digest) DO UPDATE SET created_at = excluded.created_at",
         )
         .bind(repo.as_str())
         .bind(digest.as_str())
