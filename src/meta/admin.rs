@@ -336,7 +336,7 @@ impl MetaStore {
                SELECT created_at, actor, request_addr, 'manifest.' || action, \
                  repository || COALESCE(':' || tag, '') || COALESCE('@' || digest, ''), '' \
                  FROM events WHERE action IN ('push', 'delete') AND created_at < $1 \
-             ) ORDER BY at DESC LIMIT $2",
+             ) AS entries ORDER BY at DESC LIMIT $2",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
