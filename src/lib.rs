@@ -103,9 +103,12 @@ impl App {
             self.sinks.set(),
             policy,
             self.registry.events_written(),
+            &format!("{}/{addr}", host_name()),
         )
         .spawn();
         self.gc.spawn_timer();
+        let sinks = self.sinks.clone();
+        tokio::spawn(async move { sinks.follow_store().await });
         let registry = self.registry.clone();
         tokio::spawn(async move { registry.follow_cache_epoch().await });
         let registry = self.registry.clone();
@@ -118,5 +121,17 @@ impl App {
             }
         });
         Ok(())
+    }
+}
+
+/// This machine's name, as the kernel knows it.
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match ok {
+        true => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        false => "localhost".into(),
     }
 }

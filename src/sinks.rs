@@ -60,6 +60,10 @@ pub struct SinkEntry {
 /// A sink and the spec (JSON) it was built from.
 type BuiltSink = (String, Arc<dyn Sink>);
 
+/// How often stored webhooks and rules are checked for changes made
+/// elsewhere.
+const STORE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct SinkCatalog {
     config_webhooks: Vec<WebhookConfig>,
     config_rules: Vec<DeployRuleConfig>,
@@ -97,14 +101,32 @@ impl SinkCatalog {
     }
 
     /// Builds every sink for the first time, as an instance serving at
-    /// `addr`, and resumes the rollouts being watched at the last stop.
+    /// `addr`. (The delivery loop that takes a sink resumes its rollouts.)
     pub async fn start(&self, addr: &str) -> anyhow::Result<()> {
         self.source.write().expect("source").addr = addr.to_owned();
         self.reload().await?;
-        for (_, sink) in self.built.lock().await.values() {
-            sink.resume().await?;
-        }
         Ok(())
+    }
+
+    /// Follows webhooks and rules changed through another replica's admin
+    /// API: rebuilds the set whenever the stored ones change. Runs until
+    /// the process ends.
+    pub async fn follow_store(&self) {
+        let mut seen = self.meta.sinks_version().await.ok();
+        loop {
+            tokio::time::sleep(STORE_POLL).await;
+            match self.meta.sinks_version().await {
+                Ok(version) if Some(version) != seen => {
+                    if let Err(e) = self.reload().await {
+                        tracing::warn!(error = %e, "reloading webhooks and rules");
+                        continue;
+                    }
+                    seen = Some(version);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading webhooks and rules"),
+            }
+        }
     }
 
     /// Rebuilds the sink set from the config and the store.

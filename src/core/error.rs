@@ -95,6 +95,13 @@ impl From<std::io::Error> for RegistryError {
 
 impl From<sqlx::Error> for RegistryError {
     fn from(e: sqlx::Error) -> Self {
+        // PostgreSQL refuses text holding a NUL byte, which SQLite stores;
+        // only a client sends one (names are checked, so it matches nothing).
+        if let sqlx::Error::Database(db) = &e
+            && db.code().as_deref() == Some("22021")
+        {
+            return RegistryError::Invalid("text may not contain NUL characters".into());
+        }
         RegistryError::Internal(format!("metadata store: {e}"))
     }
 }

@@ -19,9 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::RegistryError;
 use crate::core::names::Digest;
 use crate::core::{Registry, Result};
 use crate::events::{Action, Event, Origin};
+use crate::meta::LEASE_MS;
 use crate::meta::now_ms;
 
 #[derive(Clone, Copy, Debug)]
@@ -56,6 +58,9 @@ const BATCH: u32 = 500;
 /// round).
 const MARK_ROUND: usize = 20_000;
 /// How often a serving berth looks for changes made by other processes.
+/// The lease a collecting process holds.
+const GC_LEASE: &str = "gc";
+
 const EXTERNAL_CACHE_POLL: Duration = Duration::from_millis(250);
 /// How long a collector waits, after marking blobs, before removing their
 /// bytes: long enough for every serving process to have dropped them from
@@ -70,7 +75,25 @@ fn gc_origin() -> Origin {
 }
 
 impl Registry {
+    /// Collects garbage, unless another process sharing the metadata is
+    /// collecting (then `Conflict`): two collectors would only get in each
+    /// other's way.
     pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport> {
+        let holder = uuid::Uuid::new_v4().to_string();
+        if !self.meta.hold_lease(GC_LEASE, &holder, LEASE_MS).await? {
+            return Err(RegistryError::Conflict(
+                "garbage collection is running in another berth process".into(),
+            ));
+        }
+        let result = self
+            .meta
+            .renewing(GC_LEASE, &holder, self.collect_garbage_now(options))
+            .await;
+        self.meta.release_lease(GC_LEASE, &holder).await?;
+        result
+    }
+
+    async fn collect_garbage_now(&self, options: GcOptions) -> Result<GcReport> {
         let started = SystemTime::now();
         let started_ms = now_ms();
         let cutoff = started_ms - options.grace.as_millis() as i64;

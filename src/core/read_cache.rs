@@ -3,10 +3,13 @@
 //! and back for each of them, which costs more than everything else the
 //! request does.
 //!
-//! The cache is exact, not eventually consistent: this process is the only
-//! writer of its metadata store, and every write that could change a cached
-//! answer invalidates it after committing. A generation counter stops a
-//! read that began before such a write from caching what it read.
+//! On an SQLite file the cache is exact, not eventually consistent: this
+//! process is the only writer of its metadata store, and every write that
+//! could change a cached answer invalidates it after committing. A
+//! generation counter stops a read that began before such a write from
+//! caching what it read. Replicas sharing PostgreSQL read tags fresh (they
+//! move), and learn of deletes made elsewhere through the cache epoch the
+//! deleting transaction bumps, within a poll interval.
 
 use std::collections::HashMap;
 use std::hash::Hash;

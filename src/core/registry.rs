@@ -410,7 +410,14 @@ impl Registry {
         pulled_by: Option<&Origin>,
     ) -> Result<Arc<ManifestRow>> {
         let key = reference.to_string();
-        let row = match self.cache.manifest(repo.as_str(), &key) {
+        // Replicas sharing a database would each cache a tag until told it
+        // moved; read tags fresh there, so a pull through any replica sees
+        // the push just made through another.
+        let cached = match reference {
+            Reference::Tag(_) if self.meta.is_shared() => None,
+            _ => self.cache.manifest(repo.as_str(), &key),
+        };
+        let row = match cached {
             Some(row) => row,
             None => {
                 let ticket = self.cache.ticket();
@@ -421,8 +428,10 @@ impl Registry {
                 let row = Arc::new(row.ok_or_else(|| {
                     RegistryError::ManifestUnknown(format!("{repo}:{reference}"))
                 })?);
-                self.cache
-                    .put_manifest(ticket, repo.as_str(), &key, row.clone());
+                if !(self.meta.is_shared() && matches!(reference, Reference::Tag(_))) {
+                    self.cache
+                        .put_manifest(ticket, repo.as_str(), &key, row.clone());
+                }
                 row
             }
         };

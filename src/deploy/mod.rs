@@ -696,6 +696,31 @@ fn rollout_state(kind: WorkloadKind, object: &DynamicObject, generation: i64) ->
     }
 }
 
+/// Rollouts this process watches, by deploy id: when it takes a rule over
+/// again (a changed rule, or a lease lost and regained), it must not watch
+/// one twice.
+static WATCHING: std::sync::Mutex<std::collections::BTreeSet<i64>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Marks a rollout watched by this process until dropped.
+struct Watching(i64);
+
+impl Watching {
+    fn start(id: i64) -> Option<Watching> {
+        WATCHING
+            .lock()
+            .expect("watch set")
+            .insert(id)
+            .then_some(Watching(id))
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        WATCHING.lock().expect("watch set").remove(&self.0);
+    }
+}
+
 /// Follows one rollout to its end and records it. `generation` is the one
 /// the patch produced; when resuming after a restart, the current one.
 async fn watch_rollout(
@@ -706,6 +731,9 @@ async fn watch_rollout(
     row: DeployRow,
     generation: Option<i64>,
 ) {
+    let Some(_watching) = Watching::start(row.id) else {
+        return;
+    };
     let api = cluster.api(kind, &row.namespace);
     let deadline = Instant::now() + rule.timeout;
     let mut last;

@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
 use crate::events::Event;
-use crate::meta::{AttemptOutcome, MetaStore, now_ms};
+use crate::meta::{AttemptOutcome, LEASE_MS, MetaStore, now_ms};
 use crate::metrics::{self, DeliveryResult};
 
 /// Something that takes events: a webhook, a deploy rule.
@@ -87,6 +87,10 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Dispatcher {
     meta: MetaStore,
+    /// Names this process in sink leases: its host and listening address,
+    /// which no other live process has, and which a restarted process has
+    /// again, so it takes its sinks back at once.
+    holder: Arc<str>,
     sinks: Arc<SinkSet>,
     policy: RetryPolicy,
     events_written: Arc<Notify>,
@@ -107,9 +111,11 @@ impl Dispatcher {
         sinks: Arc<SinkSet>,
         policy: RetryPolicy,
         events_written: Arc<Notify>,
+        holder: &str,
     ) -> Dispatcher {
         Dispatcher {
             meta,
+            holder: holder.into(),
             sinks,
             policy,
             events_written,
@@ -165,6 +171,7 @@ impl Dispatcher {
             let previous = retiring.remove(sink.name());
             let work = deliver_loop(
                 self.meta.clone(),
+                self.holder.clone(),
                 sink.clone(),
                 self.policy,
                 wake.clone(),
@@ -211,15 +218,48 @@ impl Dispatcher {
     }
 }
 
+/// Delivers one sink's events while this process holds the sink's lease.
+/// On taking the sink (at start, or from a replica that died) it first
+/// picks up the work left in progress, such as rollouts being watched.
 async fn deliver_loop(
     meta: MetaStore,
+    holder: Arc<str>,
     sink: Arc<dyn Sink>,
     policy: RetryPolicy,
     wake: Arc<Notify>,
     stop: Arc<AtomicBool>,
 ) {
+    // An SQLite file has one serving process, which holds every sink.
+    let shared = meta.is_shared();
+    let lease = format!("sink:{}", sink.name());
+    let mut holding = false;
     while !stop.load(Ordering::Acquire) {
-        match deliver_next(&meta, sink.as_ref(), &policy).await {
+        let held = !shared
+            || match meta.hold_lease(&lease, &holder, LEASE_MS).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(sink = sink.name(), error = %e, "taking the sink's lease");
+                    false
+                }
+            };
+        if held && !holding {
+            if let Err(e) = sink.resume().await {
+                tracing::warn!(sink = sink.name(), error = %e, "resuming work in progress");
+            }
+        }
+        holding = held;
+        if !held {
+            let _ = tokio::time::timeout(IDLE_POLL, wake.notified()).await;
+            continue;
+        }
+        let delivered = match shared {
+            true => {
+                meta.renewing(&lease, &holder, deliver_next(&meta, sink.as_ref(), &policy))
+                    .await
+            }
+            false => deliver_next(&meta, sink.as_ref(), &policy).await,
+        };
+        match delivered {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(sink = sink.name(), error = %e, "delivering events"),
@@ -231,6 +271,12 @@ async fn deliver_loop(
             _ => IDLE_POLL,
         };
         let _ = tokio::time::timeout(wait, wake.notified()).await;
+    }
+    if shared
+        && holding
+        && let Err(e) = meta.release_lease(&lease, &holder).await
+    {
+        tracing::warn!(sink = sink.name(), error = %e, "releasing the sink lease");
     }
 }
 

@@ -185,6 +185,7 @@ impl MetaStore {
         for event in events {
             Self::insert_event(&mut tx, event).await?;
         }
+        self.announce_delete(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -353,6 +354,16 @@ impl MetaStore {
                 detail: r.get(5),
             })
             .collect())
+    }
+
+    /// Changes whenever a stored webhook or rule is created, changed or
+    /// deleted.
+    pub async fn sinks_version(&self) -> Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(updated_at), 0) AS BIGINT) FROM sinks",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn sink_rows(&self) -> Result<Vec<SinkRow>> {

@@ -364,10 +364,14 @@ impl MetaStore {
 
     /// Moves a deploy to `state`; states other than patching and rolling
     /// are final and stamp the finish time.
-    pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<()> {
-        sqlx::query(
+    pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<bool> {
+        // An ended deploy stays as it ended: when two replicas watch one
+        // rollout (one took over the rule from the other), the first to
+        // finish records it.
+        let done = sqlx::query(
             "UPDATE deploys SET state = $1, message = $2, \
-             finished_at = CASE WHEN $3 IN ('patching', 'rolling') THEN NULL ELSE $4 END WHERE id = $5",
+             finished_at = CASE WHEN $3 IN ('patching', 'rolling') THEN NULL ELSE $4 END \
+             WHERE id = $5 AND state IN ('patching', 'rolling')",
         )
         .bind(state)
         .bind(message)
@@ -376,8 +380,11 @@ impl MetaStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        count_if_final(state);
-        Ok(())
+        let updated = done.rows_affected() == 1;
+        if updated {
+            count_if_final(state);
+        }
+        Ok(updated)
     }
 
     /// The newest deploys, newest first, of one rule if given.

@@ -108,6 +108,12 @@ pub fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// How long a lease lasts without renewal: how soon another replica takes
+/// over the work of one that died.
+pub const LEASE_MS: i64 = 15_000;
+/// How often a holder renews its leases.
+const LEASE_RENEWAL: Duration = Duration::from_secs(5);
+
 /// The advisory lock key of writing transactions on PostgreSQL ("berth").
 const WRITE_LOCK: i64 = 0x6265_7274_68;
 
@@ -169,6 +175,24 @@ impl MetaStore {
         self.dialect
     }
 
+    /// Whether other berth processes may serve from this database too
+    /// (PostgreSQL), so what this one caches can change behind its back.
+    pub fn is_shared(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    /// In a shared database, tells the other replicas to drop their cached
+    /// reads, as part of `tx`: for deletes, the only changes to what they
+    /// cache (manifests by digest, blob sizes).
+    pub(crate) async fn announce_delete(&self, tx: &mut Transaction<'_, Any>) -> Result<()> {
+        if self.is_shared() {
+            sqlx::query("UPDATE cache_epoch SET n = n + 1 WHERE id = 1")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Begins a transaction that writes. SQLite lets one writer in at a
     /// time by itself; on PostgreSQL every writing transaction first takes
     /// one advisory lock, so transactions that check before they write see
@@ -191,6 +215,58 @@ impl MetaStore {
             Dialect::Sqlite => sqlite,
             Dialect::Postgres => postgres,
         }
+    }
+
+    /// Takes or keeps the lease `name` for `ttl_ms`; true if `holder` has
+    /// it now. It is free when nobody holds it or the lease ran out.
+    pub async fn hold_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "INSERT INTO leases (name, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE leases.holder = excluded.holder OR leases.expires_at < $4",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Runs `work`, renewing `holder`'s lease `name` meanwhile, so that it
+    /// lasts however long the work takes, and no longer than
+    /// [`LEASE_MS`] after this process dies.
+    pub async fn renewing<T>(
+        &self,
+        name: &str,
+        holder: &str,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let renew = async {
+            loop {
+                tokio::time::sleep(LEASE_RENEWAL).await;
+                if let Err(e) = self.hold_lease(name, holder, LEASE_MS).await {
+                    tracing::warn!(lease = name, error = %e, "renewing a lease");
+                }
+            }
+        };
+        tokio::select! {
+            out = work => out,
+            never = renew => never,
+        }
+    }
+
+    /// Gives the lease `name` up, if `holder` has it, so another process
+    /// may take it at once.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Whether the database answers.
@@ -605,6 +681,9 @@ impl MetaStore {
         let deleted = done.rows_affected() == 1;
         if let (true, Some(event)) = (deleted, event) {
             Self::insert_event(&mut tx, event).await?;
+        }
+        if deleted {
+            self.announce_delete(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(deleted)
