@@ -197,11 +197,14 @@ async fn a_chunked_upload_continues_after_a_restart() {
     assert!(upload_keys[0].contains("/tail-"), "{upload_keys:?}");
 
     b.restart();
+    // Pooled connections went with the old process.
+    let c = Client::new();
     let r = c.get(b.url(&location)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(header(&r, "range"), "0-2499");
     let location = patch(&c, &b, &location, 2_500, &bytes[2_500..4_000]).await;
     b.crash_and_restart();
+    let c = Client::new();
     let location = patch(&c, &b, &location, 4_000, &bytes[4_000..]).await;
     let digest = sha256(&bytes);
     let r = finish(&c, &b, &location, &digest).await;
