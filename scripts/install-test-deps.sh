@@ -122,6 +122,23 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SC
 fi
 "$SCHEMATHESIS_VENV/bin/schemathesis" --version
 
+# moto (PyPI), a local S3-compatible server for the S3 storage tests
+# (tests/s3.rs), in a venv of its own like schemathesis. tests/common/s3.rs
+# looks for it here, then on PATH.
+MOTO_VERSION=5.2.1
+MOTO_VENV=/var/tmp/berth-moto
+if ! "$MOTO_VENV/bin/python" -c "import moto, flask; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
+    echo "install-test-deps: installing moto $MOTO_VERSION from PyPI"
+    if ! python3 -m venv --clear "$MOTO_VENV" 2>/dev/null; then
+        $SUDO apt-get update -q
+        $SUDO apt-get install -y -q --no-install-recommends python3-venv
+        python3 -m venv --clear "$MOTO_VENV"
+    fi
+    "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION"
+fi
+"$MOTO_VENV/bin/moto_server" --help >/dev/null
+
 # Sanity: report versions (fails loudly if something is still missing).
 for c in skopeo podman ctr containerd dockerd docker-registry debootstrap objcopy readelf systemd-analyze setpriv promtool psql; do
     command -v "$c" >/dev/null 2>&1 || { echo "install-test-deps: '$c' not found after install" >&2; exit 1; }

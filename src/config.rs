@@ -14,6 +14,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory for blobs, uploads in progress and the metadata database.
     pub data_dir: PathBuf,
+    /// Where blob bytes live: under `data_dir`, or in an S3 bucket.
+    pub storage: StorageConfig,
     /// Whether clients may delete manifests, tags and blobs. When false,
     /// deletes answer 405 UNSUPPORTED.
     pub delete_enabled: bool,
@@ -55,6 +57,157 @@ impl DatabaseConfig {
         } else {
             crate::meta::Location::Postgres(self.url.clone())
         }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `filesystem` (blobs under `data_dir`) or `s3`.
+    pub backend: String,
+    /// The bucket, when `backend` is `s3`.
+    pub s3: S3Config,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: "filesystem".into(),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// An S3-compatible bucket. Several berth processes may share one bucket
+/// (with one metadata database).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// The server's URL, e.g. `http://127.0.0.1:9000`; empty: AWS (or
+    /// `AWS_ENDPOINT`).
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Empty: from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN`) or the instance's role.
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    /// Address the bucket in the path (`endpoint/bucket/key`), as MinIO
+    /// and most self-hosted servers want, rather than in the host name.
+    pub path_style: bool,
+    /// Put every key under this prefix (e.g. `registry/`).
+    pub prefix: String,
+    /// Answer blob GETs with a 307 to a presigned URL, so the bytes flow
+    /// from the bucket straight to the client. HEADs and ranged GETs are
+    /// still answered by berth.
+    pub redirect: bool,
+    /// How long a presigned URL stays valid.
+    pub redirect_expiry_seconds: u64,
+    /// Bytes of each multipart part (for parts 1-1000; later parts double
+    /// per thousand, so large layers stay under 10,000 parts). Each upload
+    /// holds at most one part in memory.
+    pub part_size: u64,
+    /// The server's smallest part other than the last: 5 MiB on S3 and
+    /// MinIO. `part_size` may not be below it.
+    pub min_part_size: u64,
+    /// Largest object copied server side (CopyObject, which S3 limits to
+    /// 5 GiB); larger blobs are streamed through berth.
+    pub max_copy_bytes: u64,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            session_token: String::new(),
+            path_style: true,
+            prefix: String::new(),
+            redirect: false,
+            redirect_expiry_seconds: 600,
+            part_size: 16 * MIB,
+            min_part_size: 5 * MIB,
+            max_copy_bytes: 5 << 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    /// Leaves the secrets out, so a logged config never carries them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("access_key_id", &self.access_key_id)
+            .field("path_style", &self.path_style)
+            .field("prefix", &self.prefix)
+            .field("redirect", &self.redirect)
+            .field("redirect_expiry_seconds", &self.redirect_expiry_seconds)
+            .field("part_size", &self.part_size)
+            .field("min_part_size", &self.min_part_size)
+            .field("max_copy_bytes", &self.max_copy_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        match self.backend.as_str() {
+            "filesystem" => return Ok(()),
+            "s3" => {}
+            other => {
+                anyhow::bail!("storage.backend must be \"filesystem\" or \"s3\", not {other:?}")
+            }
+        }
+        let s3 = &self.s3;
+        anyhow::ensure!(!s3.bucket.is_empty(), "storage.s3.bucket must be set");
+        anyhow::ensure!(!s3.region.is_empty(), "storage.s3.region must be set");
+        anyhow::ensure!(
+            s3.endpoint.is_empty()
+                || s3.endpoint.starts_with("http://")
+                || s3.endpoint.starts_with("https://"),
+            "storage.s3.endpoint must be an http:// or https:// URL, not {:?}",
+            s3.endpoint
+        );
+        anyhow::ensure!(
+            s3.access_key_id.is_empty() == s3.secret_access_key.is_empty(),
+            "storage.s3.access_key_id and secret_access_key must be set together"
+        );
+        anyhow::ensure!(
+            s3.prefix
+                .trim_matches('/')
+                .split('/')
+                .all(|p| !matches!(p, "." | ".."))
+                && !s3.prefix.trim_matches('/').contains("//"),
+            "storage.s3.prefix {:?} has an empty, '.' or '..' segment",
+            s3.prefix
+        );
+        anyhow::ensure!(
+            s3.min_part_size >= 1,
+            "storage.s3.min_part_size must be at least 1"
+        );
+        anyhow::ensure!(
+            s3.part_size >= s3.min_part_size && s3.part_size <= 5 << 30,
+            "storage.s3.part_size must be between min_part_size ({}) and 5 GiB, not {}",
+            s3.min_part_size,
+            s3.part_size
+        );
+        anyhow::ensure!(
+            (1..=5 << 30).contains(&s3.max_copy_bytes),
+            "storage.s3.max_copy_bytes must be between 1 and 5 GiB (S3's CopyObject limit)"
+        );
+        anyhow::ensure!(
+            (1..=604_800).contains(&s3.redirect_expiry_seconds),
+            "storage.s3.redirect_expiry_seconds must be between 1 and 604800 (7 days)"
+        );
+        Ok(())
     }
 }
 
@@ -351,6 +504,7 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:8888".parse().expect("valid default address"),
             data_dir: PathBuf::from("./data"),
+            storage: StorageConfig::default(),
             delete_enabled: true,
             log_format: "text".into(),
             limits: Limits::default(),
@@ -448,6 +602,7 @@ impl Config {
             }
         }
         self.metrics.listen_addr()?;
+        self.storage.validate()?;
         for t in &self.auth.trusted_issuers {
             anyhow::ensure!(
                 t.public_key.as_os_str().is_empty() != t.jwks.as_os_str().is_empty(),
@@ -504,6 +659,45 @@ mod tests {
         assert_eq!(shipped.deploy.registry_host, defaults.deploy.registry_host);
         assert!(shipped.deploy.rules.is_empty());
         assert_eq!(shipped.metrics.listen, defaults.metrics.listen);
+        assert_eq!(shipped.storage.backend, defaults.storage.backend);
+        assert_eq!(
+            format!("{:?}", shipped.storage.s3),
+            format!("{:?}", defaults.storage.s3)
+        );
+    }
+
+    fn s3_config(extra: &str) -> anyhow::Result<()> {
+        let text = format!("[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"b\"\n{extra}");
+        toml::from_str::<Config>(&text)?.validate()
+    }
+
+    #[test]
+    fn s3_storage_is_validated() {
+        s3_config("").unwrap();
+        s3_config("endpoint = \"http://127.0.0.1:9000\"\nprefix = \"a/b/\"").unwrap();
+        s3_config("part_size = 1024\nmin_part_size = 1024").unwrap();
+        for (extra, says) in [
+            ("bucket = \"\"", "bucket"),
+            ("endpoint = \"127.0.0.1:9000\"", "endpoint"),
+            ("access_key_id = \"k\"", "together"),
+            ("part_size = 1024", "part_size"),
+            ("max_copy_bytes = 0", "max_copy_bytes"),
+            ("prefix = \"a//b\"", "prefix"),
+            ("prefix = \"../b\"", "prefix"),
+            ("redirect_expiry_seconds = 0", "redirect_expiry_seconds"),
+        ] {
+            let err = s3_config(extra).unwrap_err().to_string();
+            assert!(err.contains(says), "{extra}: {err}");
+        }
+        let mut config = Config::default();
+        config.storage.backend = "disk".into();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("storage.backend")
+        );
     }
 
     #[test]

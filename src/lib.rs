@@ -43,7 +43,7 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<App> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)?;
-        let blobs = BlobStore::open(&config.data_dir)?;
+        let blobs = BlobStore::from_config(config)?;
         let meta = MetaStore::open(&config.database.location(&config.data_dir)).await?;
         let auth = Arc::new(Auth::new(config, meta.clone())?);
         let initial_admin_password = auth

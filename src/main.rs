@@ -437,7 +437,7 @@ async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
         }
         Command::Gc { dry_run, json } => {
             let registry = berth::core::Registry::new(
-                berth::storage::BlobStore::open(&config.data_dir)?,
+                berth::storage::BlobStore::from_config(config)?,
                 meta.clone(),
                 berth::core::RegistryOptions {
                     max_manifest_bytes: config.limits.max_manifest_bytes,

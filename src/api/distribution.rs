@@ -9,7 +9,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tokio_util::io::ReaderStream;
 
 use crate::api::auth as api_auth;
 use crate::api::endpoint::Endpoint;
@@ -17,13 +16,11 @@ use crate::api::metrics::RouteName;
 use crate::auth::scope::{Actions, ResourceScope};
 use crate::auth::{Auth, Caller};
 use crate::core::names::{Digest, RepoName, Tag};
-use crate::core::{RangeRequest, Registry, RegistryError, Result};
+use crate::core::{BlobBody, RangeRequest, Registry, RegistryError, Result};
 use crate::events::Origin;
 
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
-/// Read buffer for streaming blobs out.
-const READ_CHUNK: usize = 256 * 1024;
 
 pub async fn dispatch(
     State(registry): State<Arc<Registry>>,
@@ -126,19 +123,25 @@ async fn route(
                 .and_then(|v| v.to_str().ok())
                 .and_then(RangeRequest::parse);
             let read = registry.read_blob(&repo, &digest, range).await?;
-            Ok(match read.range {
-                None => {
-                    let body =
-                        Body::from_stream(ReaderStream::with_capacity(read.file, READ_CHUNK));
-                    blob_headers(StatusCode::OK, &digest, read.size, body)
-                }
-                Some(r) => {
-                    use tokio::io::AsyncReadExt;
-                    let len = r.end - r.start + 1;
-                    let body = Body::from_stream(ReaderStream::with_capacity(
-                        read.file.take(len),
-                        READ_CHUNK,
+            let stream = match read.body {
+                BlobBody::Stream(stream) => stream,
+                BlobBody::Redirect(url) => {
+                    return Ok(with_headers(
+                        StatusCode::TEMPORARY_REDIRECT,
+                        [
+                            (header::LOCATION, url),
+                            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+                            (header::CONTENT_LENGTH, "0".to_owned()),
+                        ],
+                        Body::empty(),
                     ));
+                }
+            };
+            let body = Body::from_stream(stream);
+            Ok(match read.range {
+                None => blob_headers(StatusCode::OK, &digest, read.size, body),
+                Some(r) => {
+                    let len = r.end - r.start + 1;
                     let mut response =
                         blob_headers(StatusCode::PARTIAL_CONTENT, &digest, len, body);
                     set(

@@ -114,8 +114,8 @@ impl Registry {
                 continue;
             }
             let _upload = self.upload_locks.lock(&id).await;
-            if self.meta.delete_stale_upload(&id, upload_cutoff).await? {
-                self.blobs.delete_upload(&id).await?;
+            if let Some(state) = self.meta.delete_stale_upload(&id, upload_cutoff).await? {
+                self.blobs.delete_upload(&id, state.as_deref()).await?;
                 report.uploads_purged += 1;
             }
         }

@@ -58,6 +58,36 @@ pub fn hash_reader(
     })
 }
 
+/// A hash of any supported algorithm, fed as bytes arrive (rehashing an
+/// upload from object storage).
+pub enum BlobHasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl BlobHasher {
+    pub fn new(algorithm: Algorithm) -> BlobHasher {
+        match algorithm {
+            Algorithm::Sha256 => BlobHasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => BlobHasher::Sha512(Sha512::new()),
+        }
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            BlobHasher::Sha256(h) => h.update(bytes),
+            BlobHasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub fn finish(self) -> Digest {
+        match self {
+            BlobHasher::Sha256(h) => Digest::from_hash(Algorithm::Sha256, &h.finalize()),
+            BlobHasher::Sha512(h) => Digest::from_hash(Algorithm::Sha512, &h.finalize()),
+        }
+    }
+}
+
 /// The digest of bytes already in memory (manifests).
 pub fn digest_bytes(algorithm: Algorithm, bytes: &[u8]) -> Digest {
     match algorithm {

@@ -12,7 +12,9 @@ pub mod retention;
 mod upload_locks;
 
 pub use error::{RegistryError, Result};
-pub use registry::{BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryOptions};
+pub use registry::{
+    BlobBody, BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryOptions,
+};
 
 /// A request body as the core sees it: bytes as they arrive, or the error
 /// that cut the stream short.

@@ -50,12 +50,19 @@ pub struct ByteRange {
     pub end: u64,
 }
 
-/// A blob opened for reading, positioned at the start of `range` if one
-/// was asked for.
+/// A blob opened for reading: the whole blob's size, the range asked for,
+/// and the bytes (of that range) or where to fetch them.
 pub struct BlobRead {
     pub size: u64,
     pub range: Option<ByteRange>,
-    pub file: tokio::fs::File,
+    pub body: BlobBody,
+}
+
+pub enum BlobBody {
+    /// The bytes, streamed from storage.
+    Stream(crate::storage::ByteStream),
+    /// A URL the client fetches the bytes from itself (a presigned S3 URL).
+    Redirect(String),
 }
 
 /// What a manifest push stored.
@@ -169,7 +176,11 @@ impl Registry {
         let hasher = UploadHasher::restore(&row.hash_state).ok_or_else(|| {
             RegistryError::Internal(format!("upload {id}: unreadable hash state"))
         })?;
-        let appended = self.blobs.append(id, row.size, hasher, body).await?;
+        let old_state = row.storage_state.as_deref();
+        let appended = self
+            .blobs
+            .append(id, row.size, old_state, hasher, body)
+            .await?;
         if let Some(length) = length
             && length != appended.written
         {
@@ -181,11 +192,20 @@ impl Registry {
         let size = row.size + appended.written;
         if !self
             .meta
-            .advance_upload(id, row.size, size, &appended.hasher.save())
+            .advance_upload(
+                id,
+                row.size,
+                size,
+                &appended.hasher.save(),
+                appended.state.as_deref(),
+            )
             .await?
         {
             return Err(RegistryError::BlobUploadUnknown);
         }
+        self.blobs
+            .release_superseded(id, old_state, appended.state.as_deref())
+            .await;
         Ok(size)
     }
 
@@ -207,38 +227,57 @@ impl Registry {
             None => self.upload_row(repo, id).await?.size,
         };
         let row = self.upload_row(repo, id).await?;
-        let actual = match digest.algorithm() {
-            Algorithm::Sha256 => UploadHasher::restore(&row.hash_state)
+        let state = row.storage_state.as_deref();
+        // The streamed SHA-256 is checked before storage does any work.
+        if digest.algorithm() == Algorithm::Sha256 {
+            let actual = UploadHasher::restore(&row.hash_state)
                 .ok_or_else(|| {
                     RegistryError::Internal(format!("upload {id}: unreadable hash state"))
                 })?
-                .finish(),
-            Algorithm::Sha512 => self.blobs.hash_upload(id, digest).await?,
-        };
-        if &actual != digest {
-            self.discard_upload(id).await?;
-            return Err(RegistryError::DigestInvalid(format!(
-                "the uploaded bytes hash to {actual}, not {digest}"
-            )));
+                .finish();
+            self.check_upload_digest(id, state, &actual, digest).await?;
         }
-        self.blobs.commit_upload(id, digest).await?;
-        let present = || self.blobs.has_blob(digest);
+        self.blobs.seal_upload(id, state, size).await?;
+        if digest.algorithm() != Algorithm::Sha256 {
+            let actual = self.blobs.hash_upload(id, state, digest).await?;
+            self.check_upload_digest(id, state, &actual, digest).await?;
+        }
+        self.blobs.commit_upload(id, state, size, digest).await?;
         self.meta
-            .commit_blob(repo, digest, size, Some(id), &present)
-            .await
+            .commit_blob(repo, digest, size, Some(id), self.blobs.has_blob(digest))
+            .await?;
+        self.blobs.release_upload(id, state).await;
+        Ok(())
+    }
+
+    /// On a mismatch, discards the upload: nothing becomes visible.
+    async fn check_upload_digest(
+        &self,
+        id: &str,
+        state: Option<&str>,
+        actual: &Digest,
+        expected: &Digest,
+    ) -> Result<()> {
+        if actual == expected {
+            return Ok(());
+        }
+        self.discard_upload(id, state).await?;
+        Err(RegistryError::DigestInvalid(format!(
+            "the uploaded bytes hash to {actual}, not {expected}"
+        )))
     }
 
     /// Cancels an upload and drops its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _guard = self.upload_locks.lock(id).await;
-        self.upload_row(repo, id).await?;
-        self.discard_upload(id).await
+        let row = self.upload_row(repo, id).await?;
+        self.discard_upload(id, row.storage_state.as_deref()).await
     }
 
-    async fn discard_upload(&self, id: &str) -> Result<()> {
-        // The row goes first: without it the file is invisible garbage.
+    async fn discard_upload(&self, id: &str, state: Option<&str>) -> Result<()> {
+        // The row goes first: without it the bytes are invisible garbage.
         self.meta.delete_upload(id).await?;
-        self.blobs.delete_upload(id).await
+        self.blobs.delete_upload(id, state).await
     }
 
     /// Links a blob berth already stores into `repo`, if the client may see
@@ -256,10 +295,9 @@ impl Registry {
         };
         match size {
             Some(size) => {
-                let present = || self.blobs.has_blob(digest);
                 match self
                     .meta
-                    .commit_blob(repo, digest, size, None, &present)
+                    .commit_blob(repo, digest, size, None, self.blobs.has_blob(digest))
                     .await
                 {
                     // Being collected: the client uploads it instead.
@@ -291,16 +329,30 @@ impl Registry {
     }
 
     /// Opens a blob of `repo` for reading, whole or the part `range` selects.
+    /// A whole blob may be answered with a URL to fetch it from, when the
+    /// storage hands those out.
     pub async fn read_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<RangeRequest>,
     ) -> Result<BlobRead> {
-        use tokio::io::AsyncSeekExt;
         let size = self.blob_size(repo, digest).await?;
         let range = range.map(|r| r.resolve(size)).transpose()?;
-        let mut file = match self.blobs.open_blob(digest).await {
+        if range.is_none()
+            && let Some(url) = self.blobs.blob_url(digest).await?
+        {
+            return Ok(BlobRead {
+                size,
+                range,
+                body: BlobBody::Redirect(url),
+            });
+        }
+        let stream = match self
+            .blobs
+            .read_blob(digest, range.map(|r| (r.start, r.end)))
+            .await
+        {
             // Collected since the size was cached: gone, not broken.
             Err(_) if !self.meta.blob_known(digest).await? => {
                 self.cache.forget_blob(repo.as_str(), digest.as_str());
@@ -308,10 +360,11 @@ impl Registry {
             }
             other => other?,
         };
-        if let Some(r) = range {
-            file.seek(std::io::SeekFrom::Start(r.start)).await?;
-        }
-        Ok(BlobRead { size, range, file })
+        Ok(BlobRead {
+            size,
+            range,
+            body: BlobBody::Stream(stream),
+        })
     }
 
     // ---- manifests -----------------------------------------------------
@@ -665,14 +718,9 @@ impl Registry {
         if size > MAX_CONFIG {
             return Vec::new();
         }
-        let Ok(mut file) = self.blobs.open_blob(&digest).await else {
+        let Some(bytes) = self.blobs.read_small(&digest, MAX_CONFIG).await else {
             return Vec::new();
         };
-        let mut bytes = Vec::new();
-        use tokio::io::AsyncReadExt;
-        if file.read_to_end(&mut bytes).await.is_err() {
-            return Vec::new();
-        }
         let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         manifest::platform_string(&config).into_iter().collect()
     }

@@ -226,14 +226,21 @@ impl MetaStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Ends an upload if it is still stale.
-    pub async fn delete_stale_upload(&self, id: &str, cutoff: i64) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM uploads WHERE id = $1 AND updated_at < $2")
-            .bind(id)
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+    /// Ends an upload if it is still stale. Returns `None` if it was not,
+    /// else the upload's storage state, for the bytes to go too.
+    pub async fn delete_stale_upload(
+        &self,
+        id: &str,
+        cutoff: i64,
+    ) -> Result<Option<Option<String>>> {
+        let row = sqlx::query(
+            "DELETE FROM uploads WHERE id = $1 AND updated_at < $2 RETURNING storage_state",
+        )
+        .bind(id)
+        .bind(cutoff)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     pub async fn record_gc_run(

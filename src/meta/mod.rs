@@ -53,6 +53,8 @@ pub struct MetaStore {
 pub struct UploadRow {
     pub size: u64,
     pub hash_state: Vec<u8>,
+    /// The blob store's state of the upload (opaque here).
+    pub storage_state: Option<String>,
 }
 
 /// A stored manifest, as served.
@@ -340,32 +342,38 @@ impl MetaStore {
 
     /// The upload `id` of repository `repo`, if it exists.
     pub async fn upload(&self, id: &str, repo: &RepoName) -> Result<Option<UploadRow>> {
-        let row =
-            sqlx::query("SELECT size, hash_state FROM uploads WHERE id = $1 AND repository = $2")
-                .bind(id)
-                .bind(repo.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT size, hash_state, storage_state FROM uploads WHERE id = $1 AND repository = $2",
+        )
+        .bind(id)
+        .bind(repo.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| UploadRow {
             size: r.get::<i64, _>(0) as u64,
             hash_state: r.get(1),
+            storage_state: r.get(2),
         }))
     }
 
-    /// Records that an upload grew from `from` to `to` bytes. Returns false
-    /// (and changes nothing) if the upload no longer has `from` bytes.
+    /// Records that an upload grew from `from` to `to` bytes, with its new
+    /// hash and storage states. Returns false (and changes nothing) if the
+    /// upload no longer has `from` bytes.
     pub async fn advance_upload(
         &self,
         id: &str,
         from: u64,
         to: u64,
         hash_state: &[u8],
+        storage_state: Option<&str>,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE uploads SET size = $1, hash_state = $2, updated_at = $3 WHERE id = $4 AND size = $5",
+            "UPDATE uploads SET size = $1, hash_state = $2, storage_state = $3, updated_at = $4 \
+             WHERE id = $5 AND size = $6",
         )
         .bind(to as i64)
         .bind(hash_state)
+        .bind(storage_state)
         .bind(now_ms())
         .bind(id)
         .bind(from as i64)
@@ -383,8 +391,8 @@ impl MetaStore {
     }
 
     /// Makes a stored blob visible in `repo`, and ends the upload that
-    /// brought it, in one transaction. `bytes_present` is asked inside the
-    /// transaction: a collector that removed the bytes has removed or
+    /// brought it, in one transaction. `bytes_present` is awaited inside
+    /// the transaction: a collector that removed the bytes has removed or
     /// marked the row too, so a row is never written without its bytes.
     /// A blob being collected is refused; the client uploads it again.
     pub async fn commit_blob(
@@ -393,7 +401,7 @@ impl MetaStore {
         digest: &Digest,
         size: u64,
         upload: Option<&str>,
-        bytes_present: &(dyn Fn() -> bool + Sync),
+        bytes_present: impl std::future::Future<Output = Result<bool>> + Send,
     ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         Self::ensure_repository(&mut tx, repo).await?;
@@ -402,7 +410,7 @@ impl MetaStore {
                 .bind(digest.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        if deleting == Some(1) || !bytes_present() {
+        if deleting == Some(1) || !bytes_present.await? {
             return Err(crate::core::RegistryError::BlobUploadInvalid(format!(
                 "{digest} is being garbage collected; upload it again"
             )));

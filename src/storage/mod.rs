@@ -1,240 +1,210 @@
-//! `BlobStore`: where blob bytes live. This module alone owns the layout of
-//! the data directory's storage tree:
+//! `BlobStore`: where blob bytes live, on local disk ([`fs`]) or in an
+//! S3-compatible bucket ([`s3`]). The backend is picked once, from the
+//! config; the core calls this one API. This module owns the key layout of
+//! both:
 //!
 //! ```text
-//! <data dir>/
-//! ├── blobs/
-//! │   ├── sha256/<first two hex>/<hex>   a finished blob, named by its digest
-//! │   └── sha512/<first two hex>/<hex>
-//! └── uploads/<upload id>                the bytes of an upload in progress
+//! filesystem: <data dir>/            s3: <bucket>/<prefix>/
+//!
+//! blobs/
+//! ├── sha256/<first two hex>/<hex>     a finished blob, named by its digest
+//! │                  └── <hex>.gc      set aside by garbage collection
+//! └── sha512/<first two hex>/<hex>
+//! uploads/
+//! ├── <upload id>                      fs: the bytes of an upload in progress
+//! └── <upload id>/                     s3: one upload in progress
+//!     ├── tail-<uuid>                  the bytes that do not yet fill a part
+//!     └── data                         its multipart upload, once completed
 //! ```
 //!
-//! Contracts:
-//! - A file under `blobs/` is complete and its bytes hash to its name: it is
-//!   only ever created by renaming a synced upload file whose digest was
-//!   checked. Whether it is *visible* is the metadata store's decision.
-//! - `append` writes at an exact offset: whatever lies past that offset (the
-//!   tail of a chunk that failed midway) is cut first, so a file never holds
-//!   bytes the metadata does not account for.
-//! - Every method that returns `Ok` after writing has synced what it wrote
-//!   (file data, and the directory entry for renames): a power cut after it
-//!   returns loses nothing.
+//! Contracts, for every backend:
+//! - Bytes at a blob key are complete and hash to the key: they are only
+//!   written from an upload whose digest was checked. Whether a blob is
+//!   *visible* is the metadata store's decision.
+//! - `append` writes at an exact offset, and what it returns (`Appended`,
+//!   with the backend's upload state) describes bytes that are durable: once
+//!   the metadata records it, nothing acknowledged can be lost.
+//! - An upload's storage state is opaque to the core: it is kept in the
+//!   metadata's uploads row and handed back on the next call.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+pub mod fs;
+pub mod s3;
 
-use bytes::Bytes;
-use futures_util::StreamExt;
+use std::path::Path;
+use std::time::SystemTime;
 
-use crate::core::hashing::{UploadHasher, hash_reader};
+use futures_util::stream::BoxStream;
+
+use crate::config::Config;
+use crate::core::hashing::UploadHasher;
 use crate::core::names::Digest;
 use crate::core::{BodyStream, RegistryError, Result};
 
-/// How many body chunks may wait between the network and the hashing and
-/// writing threads. Chunks run to a few hundred KiB, so this bounds each
-/// upload's buffered bytes to a few MiB; more buys no speed.
-const WRITE_QUEUE: usize = 8;
+pub use fs::FsStore;
+pub use s3::S3Store;
 
-#[derive(Clone, Debug)]
-pub struct BlobStore {
-    root: PathBuf,
-}
+/// A blob's bytes as they are read.
+pub type ByteStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
-/// What an `append` did: the bytes it wrote and the hash state after them.
+/// What an `append` did: the bytes it wrote, the hash state after them, and
+/// the backend's new upload state (none on local disk).
 pub struct Appended {
     pub written: u64,
     pub hasher: UploadHasher,
+    pub state: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum BlobStore {
+    Fs(FsStore),
+    S3(S3Store),
+}
+
+/// The key of a blob, relative to the storage root.
+pub(crate) fn blob_key(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("blobs/{}/{}/{hex}", digest.algorithm().name(), &hex[..2])
+}
+
+/// The digest a blob key (relative to `blobs/`) names; `None` for anything
+/// else, such as blobs set aside.
+pub(crate) fn parse_blob_key(key: &str) -> Option<Digest> {
+    let mut parts = key.split('/');
+    let (algorithm, shard, hex) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !hex.starts_with(shard) {
+        return None;
+    }
+    format!("{algorithm}:{hex}").parse().ok()
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the storage tree under `root`.
-    pub fn open(root: &Path) -> io::Result<BlobStore> {
-        std::fs::create_dir_all(root.join("blobs"))?;
-        std::fs::create_dir_all(root.join("uploads"))?;
-        Ok(BlobStore {
-            root: root.to_path_buf(),
-        })
+    /// Opens (creating if needed) the storage tree on local disk under
+    /// `root`.
+    pub fn open(root: &Path) -> std::io::Result<BlobStore> {
+        FsStore::open(root).map(BlobStore::Fs)
     }
 
-    /// Whether blobs can be written: creates, syncs and removes a probe
-    /// file where uploads go.
+    /// Opens the backend the config names.
+    pub fn from_config(config: &Config) -> anyhow::Result<BlobStore> {
+        match config.storage.backend.as_str() {
+            "s3" => Ok(BlobStore::S3(S3Store::open(&config.storage.s3)?)),
+            _ => Ok(BlobStore::open(&config.data_dir)?),
+        }
+    }
+
+    /// Whether blobs can be written: writes and removes a probe.
     pub async fn check_writable(&self) -> Result<()> {
-        let probe = self.upload_path(&format!(".ready-{}", uuid::Uuid::new_v4()));
-        blocking(move || {
-            let file = File::create(&probe)?;
-            file.sync_all()?;
-            std::fs::remove_file(&probe)
-        })
-        .await
+        match self {
+            BlobStore::Fs(s) => s.check_writable().await,
+            BlobStore::S3(s) => s.check_writable().await,
+        }
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().name())
-            .join(&hex[..2])
-            .join(hex)
-    }
-
-    fn upload_path(&self, upload: &str) -> PathBuf {
-        self.root.join("uploads").join(upload)
-    }
-
-    /// Creates the empty, synced file of a new upload.
+    /// Prepares a new, empty upload.
     pub async fn create_upload(&self, upload: &str) -> Result<()> {
-        let path = self.upload_path(upload);
-        blocking(move || File::create(&path)?.sync_all()).await
+        match self {
+            BlobStore::Fs(s) => s.create_upload(upload).await,
+            // Nothing to make: an empty upload has no parts and no tail.
+            BlobStore::S3(_) => Ok(()),
+        }
     }
 
-    /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
-    /// and syncs. Receiving from the network, hashing and writing run on
-    /// three threads, so none waits for the others: one stream is not held
-    /// to one core. Chunks are shared between them, not copied.
+    /// Writes the stream at `offset` of an upload, hashing as the bytes
+    /// pass. `state` is the upload's storage state as last recorded.
     pub async fn append(
         &self,
         upload: &str,
         offset: u64,
-        mut hasher: UploadHasher,
-        mut body: impl BodyStream,
+        state: Option<&str>,
+        hasher: UploadHasher,
+        body: impl BodyStream,
     ) -> Result<Appended> {
-        let path = self.upload_path(upload);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let hashing = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = hash_rx.blocking_recv() {
-                hasher.update(&chunk);
-            }
-            hasher
-        });
-        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            let mut file = OpenOptions::new().write(true).open(&path)?;
-            file.set_len(offset)?;
-            file.seek(SeekFrom::Start(offset))?;
-            let mut written = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
-            }
-            file.sync_data()?;
-            Ok(written)
-        });
-
-        let mut body_error = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    // A send fails only when the writer stopped on an I/O
-                    // error, which its result reports below.
-                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    body_error = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        drop(hash_tx);
-        let written = writer
-            .await
-            .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
-                _ => RegistryError::from(e),
-            })?;
-        let hasher = hashing
-            .await
-            .map_err(|e| RegistryError::Internal(format!("upload hasher: {e}")))?;
-        match body_error {
-            Some(e) => Err(RegistryError::BodyRead(e)),
-            None => Ok(Appended { written, hasher }),
+        match self {
+            BlobStore::Fs(s) => s.append(upload, offset, hasher, body).await,
+            BlobStore::S3(s) => s.append(upload, offset, state, hasher, body).await,
         }
     }
 
-    /// Hashes an upload's bytes from disk with any algorithm.
-    pub async fn hash_upload(&self, upload: &str, digest: &Digest) -> Result<Digest> {
-        let path = self.upload_path(upload);
-        let algorithm = digest.algorithm();
-        blocking(move || hash_reader(algorithm, File::open(path)?)).await
+    /// After the metadata recorded `new` in place of `old`: drops what only
+    /// `old` needed.
+    pub async fn release_superseded(&self, upload: &str, old: Option<&str>, new: Option<&str>) {
+        if let BlobStore::S3(s) = self {
+            s.release_superseded(upload, old, new).await
+        }
     }
 
-    /// Moves a finished, verified upload to its content address. A stored
-    /// copy is replaced (same bytes, atomically), rather than trusted: a
-    /// garbage collector may be about to delete it.
-    pub async fn commit_upload(&self, upload: &str, digest: &Digest) -> Result<()> {
-        let from = self.upload_path(upload);
-        let to = self.blob_path(digest);
-        blocking(move || {
-            let shard = to.parent().expect("blob path has a parent");
-            if !shard.exists() {
-                // New directories are durable only once their parents'
-                // entries are: blobs/ and blobs/<algorithm>/.
-                std::fs::create_dir_all(shard)?;
-                let algorithm_dir = shard.parent().expect("shard has a parent");
-                sync_dir(algorithm_dir)?;
-                sync_dir(algorithm_dir.parent().expect("algorithm dir has a parent"))?;
-            }
-            File::open(&from)?.sync_all()?;
-            std::fs::rename(&from, &to)?;
-            sync_dir(shard)
-        })
-        .await
+    /// Makes an upload's bytes one whole object, ready to hash and commit.
+    /// Safe to repeat.
+    pub async fn seal_upload(&self, upload: &str, state: Option<&str>, size: u64) -> Result<()> {
+        match self {
+            BlobStore::Fs(_) => Ok(()),
+            BlobStore::S3(s) => s.seal_upload(upload, state, size).await,
+        }
     }
 
-    /// Removes an upload's bytes; a missing file is not an error.
-    pub async fn delete_upload(&self, upload: &str) -> Result<()> {
-        let path = self.upload_path(upload);
-        blocking(move || match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await
+    /// Hashes a sealed upload's bytes from storage with `digest`'s
+    /// algorithm.
+    pub async fn hash_upload(
+        &self,
+        upload: &str,
+        state: Option<&str>,
+        digest: &Digest,
+    ) -> Result<Digest> {
+        match self {
+            BlobStore::Fs(s) => s.hash_upload(upload, digest).await,
+            BlobStore::S3(s) => s.hash_upload(upload, state, digest).await,
+        }
+    }
+
+    /// Puts a sealed, verified upload at its content address. A stored copy
+    /// is replaced (same bytes), rather than trusted: a garbage collector
+    /// may be about to delete it.
+    pub async fn commit_upload(
+        &self,
+        upload: &str,
+        state: Option<&str>,
+        size: u64,
+        digest: &Digest,
+    ) -> Result<()> {
+        match self {
+            BlobStore::Fs(s) => s.commit_upload(upload, digest).await,
+            BlobStore::S3(s) => s.commit_upload(upload, state, size, digest).await,
+        }
+    }
+
+    /// After a committed upload's row is gone: removes what is left of it.
+    /// Failures are logged, not returned: the blob is committed.
+    pub async fn release_upload(&self, upload: &str, state: Option<&str>) {
+        if let BlobStore::S3(s) = self
+            && let Err(e) = s.delete_upload(upload, state).await
+        {
+            tracing::warn!(upload, error = %e, "removing a committed upload's objects");
+        }
+    }
+
+    /// Removes an upload's bytes; a missing upload is not an error.
+    pub async fn delete_upload(&self, upload: &str, state: Option<&str>) -> Result<()> {
+        match self {
+            BlobStore::Fs(s) => s.delete_upload(upload).await,
+            BlobStore::S3(s) => s.delete_upload(upload, state).await,
+        }
     }
 
     /// Whether a blob's bytes are stored.
-    pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+    pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        match self {
+            BlobStore::Fs(s) => Ok(s.has_blob(digest)),
+            BlobStore::S3(s) => s.has_blob(digest).await,
+        }
     }
 
-    /// Every stored blob file: its digest, size and modification time.
-    /// Files whose names are not digests are left out.
-    pub async fn list_blobs(&self) -> Result<Vec<(Digest, u64, std::time::SystemTime)>> {
-        let root = self.root.join("blobs");
-        blocking(move || {
-            let mut found = Vec::new();
-            for algorithm in std::fs::read_dir(&root)? {
-                let algorithm = algorithm?;
-                let Some(name) = algorithm.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
-                if !algorithm.file_type()?.is_dir() {
-                    continue;
-                }
-                for shard in std::fs::read_dir(algorithm.path())? {
-                    let shard = shard?;
-                    if !shard.file_type()?.is_dir() {
-                        continue;
-                    }
-                    for file in std::fs::read_dir(shard.path())? {
-                        let file = file?;
-                        let meta = file.metadata()?;
-                        let digest = file
-                            .file_name()
-                            .to_str()
-                            .and_then(|hex| format!("{name}:{hex}").parse::<Digest>().ok());
-                        if let (Some(digest), true) = (digest, meta.is_file()) {
-                            found.push((digest, meta.len(), meta.modified()?));
-                        }
-                    }
-                }
-            }
-            Ok(found)
-        })
-        .await
+    /// Every stored blob: its digest, size and modification time. Keys
+    /// that are not digests are left out.
+    pub async fn list_blobs(&self) -> Result<Vec<(Digest, u64, SystemTime)>> {
+        match self {
+            BlobStore::Fs(s) => s.list_blobs().await,
+            BlobStore::S3(s) => s.list_blobs().await,
+        }
     }
 
     /// Moves a blob's bytes aside (`<hex>.gc`, beside them), where no
@@ -242,66 +212,98 @@ impl BlobStore {
     /// collection does this before it asks whether the metadata names the
     /// blob, so a push committing meanwhile sees them gone and is refused.
     pub async fn set_aside(&self, digest: &Digest) -> Result<bool> {
-        let path = self.blob_path(digest);
-        let aside = path.with_extension("gc");
-        blocking(move || match std::fs::rename(&path, &aside) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        })
-        .await
+        match self {
+            BlobStore::Fs(s) => s.set_aside(digest).await,
+            BlobStore::S3(s) => s.set_aside(digest).await,
+        }
     }
 
     /// Puts bytes set aside back, or (`keep == false`) deletes them.
     pub async fn settle_aside(&self, digest: &Digest, keep: bool) -> Result<()> {
-        let path = self.blob_path(digest);
-        let aside = path.with_extension("gc");
-        blocking(move || {
-            if keep {
-                std::fs::rename(&aside, &path)
-            } else {
-                std::fs::remove_file(&aside)
-            }
-        })
-        .await
+        match self {
+            BlobStore::Fs(s) => s.settle_aside(digest, keep).await,
+            BlobStore::S3(s) => s.settle_aside(digest, keep).await,
+        }
     }
 
-    /// Removes a blob's bytes; a missing file is not an error. Only garbage
+    /// Removes a blob's bytes; missing bytes are not an error. Only garbage
     /// collection calls this, for blobs the metadata no longer names.
     pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
-        let path = self.blob_path(digest);
-        blocking(move || match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .await
+        match self {
+            BlobStore::Fs(s) => s.delete_blob(digest).await,
+            BlobStore::S3(s) => s.delete_blob(digest).await,
+        }
     }
 
-    /// Opens a stored blob for reading.
-    pub async fn open_blob(&self, digest: &Digest) -> Result<tokio::fs::File> {
-        let path = self.blob_path(digest);
-        tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| match e.kind() {
-                // The metadata says the blob exists but its bytes are gone:
-                // that is berth's fault, never the client's.
-                io::ErrorKind::NotFound => {
-                    RegistryError::Internal(format!("blob {digest} missing from storage"))
-                }
-                _ => e.into(),
-            })
+    /// Streams a stored blob, or the inclusive byte range `range` of it.
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream> {
+        match self {
+            BlobStore::Fs(s) => s.read_blob(digest, range).await,
+            BlobStore::S3(s) => s.read_blob(digest, range).await,
+        }
+    }
+
+    /// A URL where a client may fetch the blob itself, when the backend
+    /// hands out such URLs (S3 with `redirect`).
+    pub async fn blob_url(&self, digest: &Digest) -> Result<Option<String>> {
+        match self {
+            BlobStore::Fs(_) => Ok(None),
+            BlobStore::S3(s) => s.blob_url(digest).await,
+        }
+    }
+
+    /// Reads a whole blob of at most `limit` bytes into memory (small JSON
+    /// such as image configs); `None` if it is larger or unreadable.
+    pub async fn read_small(&self, digest: &Digest, limit: u64) -> Option<Vec<u8>> {
+        use futures_util::StreamExt;
+        let mut stream = self.read_blob(digest, None).await.ok()?;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.ok()?);
+            if bytes.len() as u64 > limit {
+                return None;
+            }
+        }
+        Some(bytes)
     }
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+impl From<object_store::Error> for RegistryError {
+    fn from(e: object_store::Error) -> RegistryError {
+        RegistryError::Internal(format!("object storage: {e}"))
+    }
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RegistryError::Internal(format!("storage task: {e}")))?
-        .map_err(RegistryError::from)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_keys_round_trip() {
+        let digest: Digest =
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse()
+                .unwrap();
+        let key = blob_key(&digest);
+        assert_eq!(
+            key,
+            "blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            parse_blob_key(key.strip_prefix("blobs/").unwrap()),
+            Some(digest)
+        );
+        for other in [
+            "sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.gc",
+            "sha256/ff/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256/e3",
+            "md5/e3/e3b0",
+        ] {
+            assert_eq!(parse_blob_key(other), None, "{other}");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 pub mod kube;
 pub mod push;
 pub mod receiver;
+pub mod s3;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

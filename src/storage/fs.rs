@@ -1,0 +1,314 @@
+//! `FsStore`: blobs as files under the data directory (the layout is drawn
+//! in the parent module).
+//!
+//! Contracts:
+//! - A file under `blobs/` is complete and its bytes hash to its name: it is
+//!   only ever created by renaming a synced upload file whose digest was
+//!   checked. Whether it is *visible* is the metadata store's decision.
+//! - `append` writes at an exact offset: whatever lies past that offset (the
+//!   tail of a chunk that failed midway) is cut first, so a file never holds
+//!   bytes the metadata does not account for.
+//! - Every method that returns `Ok` after writing has synced what it wrote
+//!   (file data, and the directory entry for renames): a power cut after it
+//!   returns loses nothing.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::core::hashing::{UploadHasher, hash_reader};
+use crate::core::names::Digest;
+use crate::core::{BodyStream, RegistryError, Result};
+use crate::storage::{Appended, ByteStream};
+
+/// How many body chunks may wait between the network and the hashing and
+/// writing threads. Chunks run to a few hundred KiB, so this bounds each
+/// upload's buffered bytes to a few MiB; more buys no speed.
+const WRITE_QUEUE: usize = 8;
+
+/// Read buffer for streaming blobs out.
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the storage tree under `root`.
+    pub fn open(root: &Path) -> io::Result<FsStore> {
+        std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("uploads"))?;
+        Ok(FsStore {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Whether blobs can be written: creates, syncs and removes a probe
+    /// file where uploads go.
+    pub async fn check_writable(&self) -> Result<()> {
+        let probe = self.upload_path(&format!(".ready-{}", uuid::Uuid::new_v4()));
+        blocking(move || {
+            let file = File::create(&probe)?;
+            file.sync_all()?;
+            std::fs::remove_file(&probe)
+        })
+        .await
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().name())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    fn upload_path(&self, upload: &str) -> PathBuf {
+        self.root.join("uploads").join(upload)
+    }
+
+    /// Creates the empty, synced file of a new upload.
+    pub async fn create_upload(&self, upload: &str) -> Result<()> {
+        let path = self.upload_path(upload);
+        blocking(move || File::create(&path)?.sync_all()).await
+    }
+
+    /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
+    /// and syncs. Receiving from the network, hashing and writing run on
+    /// three threads, so none waits for the others: one stream is not held
+    /// to one core. Chunks are shared between them, not copied.
+    pub async fn append(
+        &self,
+        upload: &str,
+        offset: u64,
+        mut hasher: UploadHasher,
+        mut body: impl BodyStream,
+    ) -> Result<Appended> {
+        let path = self.upload_path(upload);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let hashing = tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = hash_rx.blocking_recv() {
+                hasher.update(&chunk);
+            }
+            hasher
+        });
+        let writer = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let mut file = OpenOptions::new().write(true).open(&path)?;
+            file.set_len(offset)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+            }
+            file.sync_data()?;
+            Ok(written)
+        });
+
+        let mut body_error = None;
+        while let Some(item) = body.next().await {
+            match item {
+                Ok(chunk) => {
+                    // A send fails only when the writer stopped on an I/O
+                    // error, which its result reports below.
+                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        drop(hash_tx);
+        let written = writer
+            .await
+            .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
+                _ => RegistryError::from(e),
+            })?;
+        let hasher = hashing
+            .await
+            .map_err(|e| RegistryError::Internal(format!("upload hasher: {e}")))?;
+        match body_error {
+            Some(e) => Err(RegistryError::BodyRead(e)),
+            None => Ok(Appended {
+                written,
+                hasher,
+                state: None,
+            }),
+        }
+    }
+
+    /// Hashes an upload's bytes from disk with any algorithm.
+    pub async fn hash_upload(&self, upload: &str, digest: &Digest) -> Result<Digest> {
+        let path = self.upload_path(upload);
+        let algorithm = digest.algorithm();
+        blocking(move || hash_reader(algorithm, File::open(path)?)).await
+    }
+
+    /// Moves a finished, verified upload to its content address. A stored
+    /// copy is replaced (same bytes, atomically), rather than trusted: a
+    /// garbage collector may be about to delete it.
+    pub async fn commit_upload(&self, upload: &str, digest: &Digest) -> Result<()> {
+        let from = self.upload_path(upload);
+        let to = self.blob_path(digest);
+        blocking(move || {
+            let shard = to.parent().expect("blob path has a parent");
+            if !shard.exists() {
+                // New directories are durable only once their parents'
+                // entries are: blobs/ and blobs/<algorithm>/.
+                std::fs::create_dir_all(shard)?;
+                let algorithm_dir = shard.parent().expect("shard has a parent");
+                sync_dir(algorithm_dir)?;
+                sync_dir(algorithm_dir.parent().expect("algorithm dir has a parent"))?;
+            }
+            File::open(&from)?.sync_all()?;
+            std::fs::rename(&from, &to)?;
+            sync_dir(shard)
+        })
+        .await
+    }
+
+    /// Removes an upload's bytes; a missing file is not an error.
+    pub async fn delete_upload(&self, upload: &str) -> Result<()> {
+        let path = self.upload_path(upload);
+        blocking(move || match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Whether a blob's bytes are stored.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Every stored blob file: its digest, size and modification time.
+    /// Files whose names are not digests are left out.
+    pub async fn list_blobs(&self) -> Result<Vec<(Digest, u64, std::time::SystemTime)>> {
+        let root = self.root.join("blobs");
+        blocking(move || {
+            let mut found = Vec::new();
+            for algorithm in std::fs::read_dir(&root)? {
+                let algorithm = algorithm?;
+                let Some(name) = algorithm.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !algorithm.file_type()?.is_dir() {
+                    continue;
+                }
+                for shard in std::fs::read_dir(algorithm.path())? {
+                    let shard = shard?;
+                    if !shard.file_type()?.is_dir() {
+                        continue;
+                    }
+                    for file in std::fs::read_dir(shard.path())? {
+                        let file = file?;
+                        let meta = file.metadata()?;
+                        let digest = file
+                            .file_name()
+                            .to_str()
+                            .and_then(|hex| format!("{name}:{hex}").parse::<Digest>().ok());
+                        if let (Some(digest), true) = (digest, meta.is_file()) {
+                            found.push((digest, meta.len(), meta.modified()?));
+                        }
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Moves a blob's bytes aside (`<hex>.gc`, beside them), where no
+    /// reader or push finds them; false if there were none. Garbage
+    /// collection does this before it asks whether the metadata names the
+    /// blob, so a push committing meanwhile sees them gone and is refused.
+    pub async fn set_aside(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        let aside = path.with_extension("gc");
+        blocking(move || match std::fs::rename(&path, &aside) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
+    /// Puts bytes set aside back, or (`keep == false`) deletes them.
+    pub async fn settle_aside(&self, digest: &Digest, keep: bool) -> Result<()> {
+        let path = self.blob_path(digest);
+        let aside = path.with_extension("gc");
+        blocking(move || {
+            if keep {
+                std::fs::rename(&aside, &path)
+            } else {
+                std::fs::remove_file(&aside)
+            }
+        })
+        .await
+    }
+
+    /// Removes a blob's bytes; a missing file is not an error. Only garbage
+    /// collection calls this, for blobs the metadata no longer names.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        blocking(move || match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .await
+    }
+
+    /// Streams a stored blob, or the inclusive byte range `range` of it.
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        use tokio_util::io::ReaderStream;
+        let path = self.blob_path(digest);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| match e.kind() {
+                // The metadata says the blob exists but its bytes are gone:
+                // that is berth's fault, never the client's.
+                io::ErrorKind::NotFound => {
+                    RegistryError::Internal(format!("blob {digest} missing from storage"))
+                }
+                _ => e.into(),
+            })?;
+        Ok(match range {
+            None => ReaderStream::with_capacity(file, READ_CHUNK).boxed(),
+            Some((start, end)) => {
+                file.seek(SeekFrom::Start(start)).await?;
+                ReaderStream::with_capacity(file.take(end - start + 1), READ_CHUNK).boxed()
+            }
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| RegistryError::Internal(format!("storage task: {e}")))?
+        .map_err(RegistryError::from)
+}
