@@ -16,7 +16,9 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         BlobUnknown(_) => ("BLOB_UNKNOWN", StatusCode::NOT_FOUND),
         BlobUploadInvalid(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
         BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", StatusCode::NOT_FOUND),
-        ChunkOutOfOrder { .. } => ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
+        ChunkOutOfOrder { .. } | UploadBusy { .. } => {
+            ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE)
+        }
         DigestInvalid(_) => ("DIGEST_INVALID", StatusCode::BAD_REQUEST),
         ManifestBlobUnknown(_) => ("MANIFEST_BLOB_UNKNOWN", StatusCode::BAD_REQUEST),
         ManifestInvalid(_) => ("MANIFEST_INVALID", StatusCode::BAD_REQUEST),
@@ -69,7 +71,8 @@ impl IntoResponse for RegistryError {
         let mut response = (status, axum::Json(body)).into_response();
         match self {
             // Tell the client where the upload really ends, so it can resume.
-            RegistryError::ChunkOutOfOrder { offset, .. } => {
+            RegistryError::ChunkOutOfOrder { offset, .. }
+            | RegistryError::UploadBusy { offset } => {
                 if let Ok(v) = HeaderValue::from_str(&super::distribution::range_header(offset)) {
                     response.headers_mut().insert(header::RANGE, v);
                 }

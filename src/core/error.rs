@@ -15,6 +15,10 @@ pub enum RegistryError {
     /// size the upload has, so the client can resume from there.
     #[error("chunk out of order: the upload holds {offset} bytes, the chunk starts at {start}")]
     ChunkOutOfOrder { offset: u64, start: u64 },
+    /// Another request (through another replica) is writing to the upload,
+    /// which holds `offset` bytes so far.
+    #[error("another request is writing to this upload, which holds {offset} bytes so far")]
+    UploadBusy { offset: u64 },
     #[error("{0}")]
     DigestInvalid(String),
     #[error("manifest references a blob unknown to this repository: {0}")]

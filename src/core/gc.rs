@@ -121,6 +121,9 @@ impl Registry {
         }
         self.collect_orphan_files(cutoff, options.dry_run, &mut report)
             .await?;
+        if !options.dry_run {
+            self.meta.purge_expired_leases().await?;
+        }
         report.duration_ms = started.elapsed().unwrap_or_default().as_millis() as u64;
         let json = serde_json::to_string(&report).unwrap_or_default();
         self.meta

@@ -17,6 +17,7 @@ use crate::core::retention::RetentionPolicy;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::events::{Action, Event, Origin};
+use crate::meta::LEASE_MS;
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
 
@@ -153,7 +154,35 @@ impl Registry {
         body: impl BodyStream,
     ) -> Result<u64> {
         let _guard = self.upload_locks.lock(id).await;
-        self.append_locked(repo, id, start, length, body).await
+        self.exclusively(repo, id, self.append_locked(repo, id, start, length, body))
+            .await
+    }
+
+    /// Runs `work` on upload `id` while no other replica sharing the
+    /// metadata works on it: two writers at one offset would mix their
+    /// bytes in storage before the metadata chose one. (In this process,
+    /// `upload_locks` queues them.) The second writer is told where the
+    /// upload stands, as for a chunk out of order.
+    async fn exclusively<T>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if !self.meta.is_shared() {
+            return work.await;
+        }
+        let lease = format!("upload:{id}");
+        let holder = uuid::Uuid::new_v4().to_string();
+        if !self.meta.hold_lease(&lease, &holder, LEASE_MS).await? {
+            let offset = self.upload_row(repo, id).await?.size;
+            return Err(RegistryError::UploadBusy { offset });
+        }
+        let result = self.meta.renewing(&lease, &holder, work).await;
+        if let Err(e) = self.meta.release_lease(&lease, &holder).await {
+            tracing::warn!(upload = id, error = %e, "releasing an upload's lease");
+        }
+        result
     }
 
     async fn append_locked(
@@ -201,7 +230,12 @@ impl Registry {
             )
             .await?
         {
-            return Err(RegistryError::BlobUploadUnknown);
+            // Someone else moved the upload on (or ended it) meanwhile.
+            let offset = self.upload_row(repo, id).await?.size;
+            return Err(RegistryError::ChunkOutOfOrder {
+                offset,
+                start: row.size,
+            });
         }
         self.blobs
             .release_superseded(id, old_state, appended.state.as_deref())
@@ -220,6 +254,17 @@ impl Registry {
         last_chunk: Option<(Option<u64>, Option<u64>, B)>,
     ) -> Result<()> {
         let _guard = self.upload_locks.lock(id).await;
+        self.exclusively(repo, id, self.finish_locked(repo, id, digest, last_chunk))
+            .await
+    }
+
+    async fn finish_locked<B: BodyStream>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        last_chunk: Option<(Option<u64>, Option<u64>, B)>,
+    ) -> Result<()> {
         let size = match last_chunk {
             Some((start, length, body)) => {
                 self.append_locked(repo, id, start, length, body).await?
@@ -270,8 +315,11 @@ impl Registry {
     /// Cancels an upload and drops its bytes.
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         let _guard = self.upload_locks.lock(id).await;
-        let row = self.upload_row(repo, id).await?;
-        self.discard_upload(id, row.storage_state.as_deref()).await
+        self.exclusively(repo, id, async {
+            let row = self.upload_row(repo, id).await?;
+            self.discard_upload(id, row.storage_state.as_deref()).await
+        })
+        .await
     }
 
     async fn discard_upload(&self, id: &str, state: Option<&str>) -> Result<()> {

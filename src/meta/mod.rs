@@ -117,7 +117,7 @@ pub const LEASE_MS: i64 = 15_000;
 const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 
 /// The advisory lock key of writing transactions on PostgreSQL ("berth").
-const WRITE_LOCK: i64 = 0x6265_7274_68;
+const WRITE_LOCK: i64 = 0x0062_6572_7468;
 
 fn parse_digest(s: String) -> Result<Digest> {
     // Rows are only ever written from validated digests.
@@ -258,6 +258,15 @@ impl MetaStore {
             out = work => out,
             never = renew => never,
         }
+    }
+
+    /// Forgets leases that ran out long ago (their holders died).
+    pub async fn purge_expired_leases(&self) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE expires_at < $1")
+            .bind(now_ms() - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Gives the lease `name` up, if `holder` has it, so another process
