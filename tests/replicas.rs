@@ -195,7 +195,7 @@ impl Drop for Replica {
 struct Cluster {
     replicas: Vec<Replica>,
     password: String,
-    storage: SharedStorage,
+    _storage: SharedStorage,
     _shared: tempfile::TempDir,
     // Last: the server outlives the replicas connected to it.
     _postgres: Arc<Postgres>,
@@ -243,7 +243,7 @@ impl Cluster {
         Cluster {
             replicas,
             password,
-            storage,
+            _storage: storage,
             _shared: shared,
             _postgres: postgres,
         }
@@ -291,7 +291,6 @@ impl Drop for Cluster {
                 );
             }
         }
-        let _ = &self.storage;
     }
 }
 
