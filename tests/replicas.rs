@@ -647,6 +647,91 @@ async fn a_chunked_upload_continues_on_other_replicas() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND, "{res:?}");
 }
 
+/// A chunk streamed in pieces with a pause before each, so that two of
+/// them sent at once overlap on the wire.
+fn slow_body(bytes: Vec<u8>, piece: usize, pause: Duration) -> reqwest::Body {
+    let stream = futures_util::stream::unfold(0usize, move |at| {
+        let next = bytes[at..(at + piece).min(bytes.len())].to_vec();
+        async move {
+            if next.is_empty() {
+                return None;
+            }
+            tokio::time::sleep(pause).await;
+            let len = next.len();
+            Some((Ok::<_, std::io::Error>(bytes::Bytes::from(next)), at + len))
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// A client that retries a PATCH after a timeout may land on another
+/// replica while the first PATCH is still going: two chunks for the same
+/// offset of one upload at once, through two replicas. As on one berth,
+/// one is taken and the other refused as out of order, and the finished
+/// blob holds exactly the bytes taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chunks_for_one_offset_through_two_replicas_at_once() {
+    let cluster = Arc::new(Cluster::start(""));
+    let http = Client::new();
+    let repo = "team/twice";
+    let path = start_upload(&http, cluster.a(), repo).await;
+    let len = 200_000;
+    let chunks = [random_bytes(len), random_bytes(len)];
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let (cluster, http, path, chunk) =
+            (cluster.clone(), http.clone(), path.clone(), chunk.clone());
+        tasks.spawn(async move {
+            let r = &cluster.replicas[i];
+            let res = send(
+                http.patch(r.url(&path))
+                    .header("content-type", "application/octet-stream")
+                    .header("content-range", format!("0-{}", len - 1))
+                    .header("content-length", len.to_string())
+                    .body(slow_body(chunk, 20_000, Duration::from_millis(30))),
+            )
+            .await;
+            (i, res.status(), res.headers().get("range").cloned())
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        answers.push(done.expect("a PATCH"));
+    }
+    answers.sort_by_key(|a| a.0);
+    let taken: Vec<usize> = answers
+        .iter()
+        .filter(|a| a.1 == StatusCode::ACCEPTED)
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(taken.len(), 1, "one PATCH taken: {answers:?}");
+    let winner = taken[0];
+
+    assert_eq!(
+        upload_range(&http, cluster.c(), &path).await,
+        format!("0-{}", len - 1)
+    );
+    let digest = sha256(&chunks[winner]);
+    let res = finish_upload(&http, cluster.c(), &path, &digest).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "{res:?}");
+    for r in &cluster.replicas {
+        let got = blob_bytes(&http, r, repo, &digest).await;
+        assert_eq!(
+            sha256(&got),
+            digest,
+            "replica {}: blob {digest} holds other bytes",
+            r.name
+        );
+    }
+    // Not 404 BLOB_UPLOAD_UNKNOWN: the upload goes on, at another offset.
+    assert_eq!(
+        answers[1 - winner].1,
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "the other refused as out of order: {answers:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 3. Concurrent pushes of one blob and one tag
 // ---------------------------------------------------------------------------
