@@ -717,10 +717,23 @@ async fn two_chunks_for_one_offset_through_two_replicas_at_once() {
     assert_eq!(res.status(), StatusCode::CREATED, "{res:?}");
     for r in &cluster.replicas {
         let got = blob_bytes(&http, r, repo, &digest).await;
+        // Which chunk each 20,000 bytes of what is served come from.
+        let origin: Vec<String> = got
+            .chunks(20_000)
+            .enumerate()
+            .map(|(n, piece)| {
+                let at = n * 20_000..n * 20_000 + piece.len();
+                match chunks.iter().position(|c| c.get(at.clone()) == Some(piece)) {
+                    Some(i) => i.to_string(),
+                    None => "?".into(),
+                }
+            })
+            .collect();
         assert_eq!(
             sha256(&got),
             digest,
-            "replica {}: blob {digest} holds other bytes",
+            "replica {}: blob {digest} ({winner}'s chunk) holds other bytes; \
+             by 20,000 bytes they come from chunks {origin:?}",
             r.name
         );
     }
