@@ -106,7 +106,7 @@ struct SharedStorage {
 }
 
 impl SharedStorage {
-    fn new() -> SharedStorage {
+    async fn new() -> SharedStorage {
         SharedStorage {
             dir: tempfile::tempdir().expect("temp dir"),
         }
@@ -204,20 +204,20 @@ struct Cluster {
 impl Cluster {
     /// Anonymous callers on loopback may do everything; `extra` is more of
     /// the config (tables), the same for every replica.
-    fn start(extra: &str) -> Cluster {
-        Cluster::start_with(true, |_| extra.to_owned())
+    async fn start(extra: &str) -> Cluster {
+        Cluster::start_with(true, |_| extra.to_owned()).await
     }
 
     /// Credentials needed.
-    fn start_secure(extra: &str) -> Cluster {
-        Cluster::start_with(false, |_| extra.to_owned())
+    async fn start_secure(extra: &str) -> Cluster {
+        Cluster::start_with(false, |_| extra.to_owned()).await
     }
 
     /// `extra(name)` is more of the config of the replica `name`.
-    fn start_with(anonymous: bool, extra: impl Fn(&str) -> String) -> Cluster {
+    async fn start_with(anonymous: bool, extra: impl Fn(&str) -> String) -> Cluster {
         let postgres = postgres();
         let database = common::create_database(&postgres.url);
-        let storage = SharedStorage::new();
+        let storage = SharedStorage::new().await;
         let shared = tempfile::tempdir().expect("temp dir");
         let password = format!("pw-{}", &sha256(&random_bytes(16))[7..23]);
         let password_file = shared.path().join("admin-password");
@@ -502,7 +502,7 @@ async fn blob_bytes(c: &Client, r: &Replica, repo: &str, digest: &str) -> Vec<u8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_pushed_through_one_replica_is_pulled_through_the_others() {
-    let cluster = Cluster::start_secure("");
+    let cluster = Cluster::start_secure("").await;
     let (a, b, c) = (cluster.a(), cluster.b(), cluster.c());
     let creds = format!("admin:{}", cluster.password);
     let work = short_tempdir();
@@ -608,7 +608,7 @@ async fn an_image_pushed_through_one_replica_is_pulled_through_the_others() {
 
 #[tokio::test]
 async fn a_chunked_upload_continues_on_other_replicas() {
-    let cluster = Cluster::start("");
+    let cluster = Cluster::start("").await;
     let (a, b, c) = (cluster.a(), cluster.b(), cluster.c());
     let http = Client::new();
     let repo = "team/chunked";
@@ -671,7 +671,7 @@ fn slow_body(bytes: Vec<u8>, piece: usize, pause: Duration) -> reqwest::Body {
 /// blob holds exactly the bytes taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_chunks_for_one_offset_through_two_replicas_at_once() {
-    let cluster = Arc::new(Cluster::start(""));
+    let cluster = Arc::new(Cluster::start("").await);
     let http = Client::new();
     let repo = "team/twice";
     let path = start_upload(&http, cluster.a(), repo).await;
@@ -751,7 +751,7 @@ async fn two_chunks_for_one_offset_through_two_replicas_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushes_of_one_blob_and_one_tag_through_every_replica() {
-    let cluster = Arc::new(Cluster::start(""));
+    let cluster = Arc::new(Cluster::start("").await);
     let http = Client::new();
     let repo = "team/race";
     let layer = Arc::new(random_bytes(400_000));
@@ -863,7 +863,7 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_through_every_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_survives_its_replica_being_killed() {
-    let mut cluster = Cluster::start("");
+    let mut cluster = Cluster::start("").await;
     let http = Client::new();
     let repo = "team/crash";
     let bytes = random_bytes(1_500_000);
@@ -1050,7 +1050,8 @@ async fn each_event_is_delivered_once_by_one_replica_and_taken_over_when_it_dies
              [[events.webhooks]]\nname = \"hook\"\nurl = \"{url}\"\nactions = [\"push\"]\n\
              headers = {{ X-Replica = \"{name}\" }}\n"
         )
-    });
+    })
+    .await;
     let http = Client::new();
     let repo = "team/events";
 
@@ -1154,9 +1155,12 @@ async fn ensure_blob(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collection_while_pushing_through_other_replicas_keeps_every_acknowledged_image() {
     // No grace period: whatever nothing references is garbage at once.
-    let cluster = Arc::new(Cluster::start(
-        "[gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\nupload_max_age_seconds = 3600\n",
-    ));
+    let cluster = Arc::new(
+        Cluster::start(
+            "[gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\nupload_max_age_seconds = 3600\n",
+        )
+        .await,
+    );
     let http = Client::new();
     let stop = Arc::new(AtomicBool::new(false));
     let runs = Arc::new(AtomicUsize::new(0));
