@@ -193,11 +193,16 @@ pub fn postgres_url() -> Option<String> {
 /// SQLite pass. Each call makes another: berths meant to share metadata
 /// (replicas) are given the same URL.
 pub fn fresh_database() -> Option<String> {
-    let server = postgres_url()?;
+    Some(create_database(&postgres_url()?))
+}
+
+/// A new empty database on the PostgreSQL server `server` (a superuser's
+/// URL), as the URL to give berth.
+pub fn create_database(server: &str) -> String {
     let name = format!("berth_{}", uuid::Uuid::new_v4().simple());
     let out = Command::new("psql")
         .args(["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"])
-        .args(["--dbname", &server])
+        .args(["--dbname", server])
         // A file copy of the (small) template is a third of the time of
         // the default WAL-logged copy on a server without fsync.
         .args([
@@ -212,7 +217,7 @@ pub fn fresh_database() -> Option<String> {
         "CREATE DATABASE {name} on {server} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(with_database_name(&server, &name))
+    with_database_name(server, &name)
 }
 
 /// `url` naming the database `name` instead of its own.
