@@ -87,7 +87,12 @@ impl Registry {
         }
         let result = self
             .meta
-            .renewing(GC_LEASE, &holder, self.collect_garbage_now(options))
+            .renewing(
+                GC_LEASE,
+                &holder,
+                LEASE_MS,
+                self.collect_garbage_now(options),
+            )
             .await;
         self.meta.release_lease(GC_LEASE, &holder).await?;
         result

@@ -17,7 +17,6 @@ use crate::core::retention::RetentionPolicy;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::events::{Action, Event, Origin};
-use crate::meta::LEASE_MS;
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
 
@@ -30,6 +29,10 @@ pub struct RegistryOptions {
     /// Whether each manifest GET writes a pull event.
     pub record_pulls: bool,
 }
+
+/// How long an upload stays busy after the replica writing to it died:
+/// short, as its client waits to go on elsewhere.
+const UPLOAD_LEASE_MS: i64 = 6_000;
 
 pub struct Registry {
     pub(super) blobs: BlobStore,
@@ -174,11 +177,18 @@ impl Registry {
         }
         let lease = format!("upload:{id}");
         let holder = uuid::Uuid::new_v4().to_string();
-        if !self.meta.hold_lease(&lease, &holder, LEASE_MS).await? {
+        if !self
+            .meta
+            .hold_lease(&lease, &holder, UPLOAD_LEASE_MS)
+            .await?
+        {
             let offset = self.upload_row(repo, id).await?.size;
             return Err(RegistryError::UploadBusy { offset });
         }
-        let result = self.meta.renewing(&lease, &holder, work).await;
+        let result = self
+            .meta
+            .renewing(&lease, &holder, UPLOAD_LEASE_MS, work)
+            .await;
         if let Err(e) = self.meta.release_lease(&lease, &holder).await {
             tracing::warn!(upload = id, error = %e, "releasing an upload's lease");
         }

@@ -242,10 +242,11 @@ async fn deliver_loop(
                     false
                 }
             };
-        if held && !holding {
-            if let Err(e) = sink.resume().await {
-                tracing::warn!(sink = sink.name(), error = %e, "resuming work in progress");
-            }
+        if held
+            && !holding
+            && let Err(e) = sink.resume().await
+        {
+            tracing::warn!(sink = sink.name(), error = %e, "resuming work in progress");
         }
         holding = held;
         if !held {
@@ -254,8 +255,13 @@ async fn deliver_loop(
         }
         let delivered = match shared {
             true => {
-                meta.renewing(&lease, &holder, deliver_next(&meta, sink.as_ref(), &policy))
-                    .await
+                meta.renewing(
+                    &lease,
+                    &holder,
+                    LEASE_MS,
+                    deliver_next(&meta, sink.as_ref(), &policy),
+                )
+                .await
             }
             false => deliver_next(&meta, sink.as_ref(), &policy).await,
         };

@@ -113,8 +113,6 @@ pub fn format_ms(ms: i64) -> String {
 /// How long a lease lasts without renewal: how soon another replica takes
 /// over the work of one that died.
 pub const LEASE_MS: i64 = 15_000;
-/// How often a holder renews its leases.
-const LEASE_RENEWAL: Duration = Duration::from_secs(5);
 
 /// The advisory lock key of writing transactions on PostgreSQL ("berth").
 const WRITE_LOCK: i64 = 0x0062_6572_7468;
@@ -237,19 +235,21 @@ impl MetaStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Runs `work`, renewing `holder`'s lease `name` meanwhile, so that it
-    /// lasts however long the work takes, and no longer than
-    /// [`LEASE_MS`] after this process dies.
+    /// Runs `work`, renewing `holder`'s lease `name` (of `ttl_ms`)
+    /// meanwhile, so that it lasts however long the work takes, and no
+    /// longer than `ttl_ms` after this process dies.
     pub async fn renewing<T>(
         &self,
         name: &str,
         holder: &str,
+        ttl_ms: i64,
         work: impl std::future::Future<Output = T>,
     ) -> T {
+        let every = Duration::from_millis(ttl_ms as u64 / 3);
         let renew = async {
             loop {
-                tokio::time::sleep(LEASE_RENEWAL).await;
-                if let Err(e) = self.hold_lease(name, holder, LEASE_MS).await {
+                tokio::time::sleep(every).await;
+                if let Err(e) = self.hold_lease(name, holder, ttl_ms).await {
                     tracing::warn!(lease = name, error = %e, "renewing a lease");
                 }
             }
