@@ -4,7 +4,9 @@
 //! and against a baseline measured in the same run on the same disk: just
 //! unlinking as many files, the least any collector must do.
 //!
-//! Run: `cargo bench --bench gc` (`GC_BENCH_IMAGES=20000` for more).
+//! Run: `cargo bench --bench gc` (`GC_BENCH_IMAGES=20000` for more;
+//! `GC_BENCH_DATABASE_URL=postgres://...` to keep the metadata in an empty
+//! PostgreSQL database instead of SQLite).
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -19,9 +21,12 @@ use berth::storage::BlobStore;
 async fn registry(dir: &std::path::Path) -> Registry {
     Registry::new(
         BlobStore::open(dir).unwrap(),
-        MetaStore::open(&berth::meta::Location::Sqlite(dir.join("meta.db")))
-            .await
-            .unwrap(),
+        MetaStore::open(&match std::env::var("GC_BENCH_DATABASE_URL") {
+            Ok(url) => berth::meta::Location::Postgres(url),
+            Err(_) => berth::meta::Location::Sqlite(dir.join("meta.db")),
+        })
+        .await
+        .unwrap(),
         RegistryOptions {
             max_manifest_bytes: 4 << 20,
             delete_enabled: true,

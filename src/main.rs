@@ -163,6 +163,10 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // Two TLS backends are linked in (ring, and aws-lc through the S3
+    // client), so rustls cannot pick one by itself: every TLS client and
+    // server (Kubernetes, webhooks, S3, the listener) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -273,7 +277,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
         return Ok(());
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let tls =
         axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
             .await

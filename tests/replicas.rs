@@ -251,6 +251,80 @@ impl Cluster {
         }
     }
 
+    /// Three replicas on the README's replica config, its names pointed at
+    /// this test's database, bucket and files; the key and the password
+    /// made by the README's commands.
+    async fn start_from_readme() -> Cluster {
+        let readme = fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+        let section = readme
+            .split("## Running several replicas")
+            .nth(1)
+            .expect("README has a section on replicas");
+        let block = |fence: &str| -> String {
+            section
+                .split(fence)
+                .nth(1)
+                .and_then(|rest| rest.split("```").next())
+                .unwrap_or_else(|| panic!("the section has a {fence} block"))
+                .to_owned()
+        };
+        let (example, commands) = (block("```toml\n"), block("```sh\n"));
+        let postgres = postgres();
+        let database = common::create_database(&postgres.url);
+        let storage = SharedStorage::new().await;
+        let shared = tempfile::tempdir().expect("temp dir");
+        let made = Command::new("bash")
+            .args(["-euc", &commands])
+            .current_dir(shared.path())
+            .output()
+            .expect("run the README's commands");
+        assert!(made.status.success(), "{made:?}");
+        let password = fs::read_to_string(shared.path().join("admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let mut replicas = Vec::new();
+        for name in ["a", "b", "c"] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = example.clone();
+            let own = format!("{:?}", dir.path());
+            let files = format!("\"{}/", shared.path().display());
+            for (from, to) in [
+                ("\"/var/lib/berth\"", own.as_str()),
+                (
+                    "postgres://berth:secret@db.internal:5432/berth",
+                    database.as_str(),
+                ),
+                (
+                    "http://minio.internal:9000",
+                    storage.bucket.endpoint.as_str(),
+                ),
+                (
+                    "bucket = \"berth\"",
+                    &format!("bucket = {:?}", storage.bucket.name),
+                ),
+                ("access_key_id = \"berth\"", "access_key_id = \"test\""),
+                (
+                    "secret_access_key = \"secret\"",
+                    "secret_access_key = \"test\"",
+                ),
+                ("\"/etc/berth/", files.as_str()),
+            ] {
+                assert!(config.contains(from), "the README's config has no {from}");
+                config = config.replace(from, to);
+            }
+            common::write_config(&dir.path().join("config.toml"), &config);
+            replicas.push(Replica::start(name, dir));
+        }
+        Cluster {
+            replicas,
+            password,
+            _storage: storage,
+            _shared: shared,
+            _postgres: postgres,
+        }
+    }
+
     fn a(&self) -> &Replica {
         &self.replicas[0]
     }
@@ -1301,4 +1375,31 @@ async fn collection_while_pushing_through_other_replicas_keeps_every_acknowledge
             );
         }
     }
+}
+
+/// The README's example config works: three replicas on it serve each
+/// other's pushes, to a client that logs in with the README's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_replica_config_runs_three_replicas() {
+    use base64::Engine;
+    let cluster = Cluster::start_from_readme().await;
+    let login =
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", cluster.password));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Basic {login}").parse().unwrap(),
+    );
+    let http = Client::builder().default_headers(headers).build().unwrap();
+    let (digest, _) = push_tagged(&http, cluster.a(), "team/readme", "1.0").await;
+    assert_eq!(
+        pull_in_full(&http, cluster.b(), "team/readme", "1.0").await,
+        digest
+    );
+    assert_eq!(
+        pull_in_full(&http, cluster.c(), "team/readme", "1.0").await,
+        digest
+    );
+    let anonymous = send(Client::new().get(cluster.b().url("/v2/team/readme/tags/list"))).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 }

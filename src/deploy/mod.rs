@@ -707,11 +707,10 @@ struct Watching(i64);
 
 impl Watching {
     fn start(id: i64) -> Option<Watching> {
-        WATCHING
-            .lock()
-            .expect("watch set")
-            .insert(id)
-            .then_some(Watching(id))
+        // The set's lock is let go before a `Watching` exists: dropping one
+        // takes it again.
+        let fresh = WATCHING.lock().expect("watch set").insert(id);
+        fresh.then(|| Watching(id))
     }
 }
 
