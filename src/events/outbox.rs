@@ -124,8 +124,11 @@ impl Dispatcher {
 
     /// Starts the fan-out loop, which keeps one delivery loop per sink.
     pub fn spawn(self) {
+        // The first loops start before this returns, so each sink's metrics
+        // exist from the first scrape.
+        let mut workers: HashMap<String, Worker> = HashMap::new();
+        self.follow_sinks(&mut workers);
         tokio::spawn(async move {
-            let mut workers: HashMap<String, Worker> = HashMap::new();
             loop {
                 self.follow_sinks(&mut workers);
                 match self.fan_out().await {
