@@ -1,6 +1,6 @@
 //! Runs garbage collection ([`crate::core::gc`]): on a timer, and when an
-//! admin asks. One run at a time per process; reports are kept in the
-//! metadata store.
+//! admin asks. One run at a time, across every process sharing the
+//! metadata; reports are kept in the metadata store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +41,10 @@ impl GarbageCollector {
         result
     }
 
-    /// Starts a run in the background; `Conflict` if one is in progress.
-    pub fn start(self: &Arc<Self>, dry_run: bool) -> Result<()> {
-        if self.is_running() {
+    /// Starts a run in the background; `Conflict` if one is in progress,
+    /// here or in another process sharing the metadata.
+    pub async fn start(self: &Arc<Self>, dry_run: bool) -> Result<()> {
+        if self.is_running().await? {
             return Err(RegistryError::Conflict(
                 "garbage collection is running already".into(),
             ));
@@ -57,8 +58,11 @@ impl GarbageCollector {
         Ok(())
     }
 
-    pub fn is_running(&self) -> bool {
-        self.running.try_lock().is_err()
+    /// Whether a collection runs, in this process or any other sharing
+    /// the metadata (a replica, `berth gc`).
+    pub async fn is_running(&self) -> Result<bool> {
+        Ok(self.running.try_lock().is_err()
+            || self.meta.lease_taken(crate::core::gc::GC_LEASE).await?)
     }
 
     /// The newest run's report, from this process or any other.

@@ -201,6 +201,8 @@ struct Cluster {
     _shared: tempfile::TempDir,
     // Last: the server outlives the replicas connected to it.
     _postgres: Arc<Postgres>,
+    /// The database the replicas share.
+    database: String,
 }
 
 impl Cluster {
@@ -248,6 +250,7 @@ impl Cluster {
             _storage: storage,
             _shared: shared,
             _postgres: postgres,
+            database,
         }
     }
 
@@ -322,6 +325,7 @@ impl Cluster {
             _storage: storage,
             _shared: shared,
             _postgres: postgres,
+            database,
         }
     }
 
@@ -1402,4 +1406,58 @@ async fn the_readme_replica_config_runs_three_replicas() {
     );
     let anonymous = send(Client::new().get(cluster.b().url("/v2/team/readme/tags/list"))).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+impl Cluster {
+    /// Runs SQL in the replicas' database, as another process would.
+    fn sql(&self, statement: &str) {
+        let out = Command::new("psql")
+            .args(["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"])
+            .args(["--dbname", &self.database, "--command", statement])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// While any process collects garbage (here: a lease row as a collector
+/// elsewhere holds it), every replica says so and refuses to start another.
+#[tokio::test]
+async fn a_collection_anywhere_is_seen_by_every_replica() {
+    let cluster = Cluster::start_secure("").await;
+    let http = Client::new();
+    let admin = |r: &Replica, post: bool| {
+        let url = r.url("/admin/v1/gc");
+        let request = if post { http.post(url) } else { http.get(url) };
+        send(request.basic_auth("admin", Some(&cluster.password)))
+    };
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 60_000;
+    cluster.sql(&format!(
+        "INSERT INTO leases (name, holder, expires_at) VALUES ('gc', 'elsewhere', {until})"
+    ));
+    for r in &cluster.replicas {
+        let status: Value = admin(r, false).await.json().await.unwrap();
+        assert_eq!(status["running"], true, "replica {}: {status}", r.name);
+        let res = admin(r, true).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::CONFLICT,
+            "replica {}: {res:?}",
+            r.name
+        );
+    }
+    let refused = cluster.try_manage(&["gc"]).unwrap_err();
+    assert!(
+        refused.contains("running in another berth process"),
+        "{refused}"
+    );
+
+    cluster.sql("DELETE FROM leases WHERE name = 'gc'");
+    let res = admin(cluster.b(), true).await;
+    assert_eq!(res.status(), StatusCode::ACCEPTED, "{res:?}");
 }

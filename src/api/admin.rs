@@ -1405,7 +1405,7 @@ async fn gc_status(
     State(gc): State<Arc<GarbageCollector>>,
 ) -> ApiResult<Json<GcStatus>> {
     Ok(Json(GcStatus {
-        running: gc.is_running(),
+        running: gc.is_running().await?,
         last: gc.last_report().await?,
     }))
 }
@@ -1421,7 +1421,7 @@ async fn start_gc(
     State(meta): State<MetaStore>,
     Params(q): Params<DryRunQuery>,
 ) -> ApiResult<StatusCode> {
-    gc.start(q.dry_run)?;
+    gc.start(q.dry_run).await?;
     let what = if q.dry_run { "dry run" } else { "" };
     admin.audit(&meta, "gc.start", "registry", what).await;
     Ok(StatusCode::ACCEPTED)

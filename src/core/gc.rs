@@ -59,7 +59,7 @@ const BATCH: u32 = 500;
 const MARK_ROUND: usize = 20_000;
 /// How often a serving berth looks for changes made by other processes.
 /// The lease a collecting process holds.
-const GC_LEASE: &str = "gc";
+pub const GC_LEASE: &str = "gc";
 
 const EXTERNAL_CACHE_POLL: Duration = Duration::from_millis(250);
 /// How long a collector waits, after marking blobs, before removing their

@@ -260,6 +260,16 @@ impl MetaStore {
         }
     }
 
+    /// Whether some process holds the lease `name` now.
+    pub async fn lease_taken(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM leases WHERE name = $1 AND expires_at >= $2")
+            .bind(name)
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Forgets leases that ran out long ago (their holders died).
     pub async fn purge_expired_leases(&self) -> Result<()> {
         sqlx::query("DELETE FROM leases WHERE expires_at < $1")
