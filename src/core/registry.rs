@@ -524,9 +524,10 @@ impl Registry {
         // Replicas sharing a database would each cache a tag until told it
         // moved; read tags fresh there, so a pull through any replica sees
         // the push just made through another.
-        let cached = match reference {
-            Reference::Tag(_) if self.meta.is_shared() => None,
-            _ => self.cache.manifest(repo.as_str(), &key),
+        let cacheable = !(self.meta.is_shared() && matches!(reference, Reference::Tag(_)));
+        let cached = match cacheable {
+            true => self.cache.manifest(repo.as_str(), &key),
+            false => None,
         };
         let row = match cached {
             Some(row) => row,
@@ -539,7 +540,7 @@ impl Registry {
                 let row = Arc::new(row.ok_or_else(|| {
                     RegistryError::ManifestUnknown(format!("{repo}:{reference}"))
                 })?);
-                if !(self.meta.is_shared() && matches!(reference, Reference::Tag(_))) {
+                if cacheable {
                     self.cache
                         .put_manifest(ticket, repo.as_str(), &key, row.clone());
                 }
