@@ -103,39 +103,38 @@ if ! python3 -c "import oras.client" >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check "oras==0.2.43"
 fi
 
+# Installs PyPI packages (`$2`...) into the venv `$1`, made afresh. Each
+# tool gets a venv of its own: its many dependencies stay out of the
+# system's Python, and Debian's Python refuses `pip install` outside a venv.
+pip_venv() {
+    local venv=$1
+    shift
+    if ! python3 -m venv --clear "$venv" 2>/dev/null; then
+        # Debian's Python keeps venv (and ensurepip) in a package of its own.
+        $SUDO apt-get update -q
+        $SUDO apt-get install -y -q --no-install-recommends python3-venv
+        python3 -m venv --clear "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+}
+
 # schemathesis (PyPI), which fuzzes the admin API against its OpenAPI
-# document (tests/openapi.rs), in a venv of its own: its many dependencies
-# stay out of the system's Python, and Debian's Python refuses
-# `pip install` outside a venv. tests/openapi.rs looks for it here.
+# document (tests/openapi.rs). tests/openapi.rs looks for it here.
 SCHEMATHESIS_VERSION=4.32.5
 SCHEMATHESIS_VENV=/var/tmp/berth-schemathesis
 if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
     echo "install-test-deps: installing schemathesis $SCHEMATHESIS_VERSION from PyPI"
-    if ! python3 -m venv --clear "$SCHEMATHESIS_VENV" 2>/dev/null; then
-        # Debian's Python keeps venv (and ensurepip) in a package of its own.
-        $SUDO apt-get update -q
-        $SUDO apt-get install -y -q --no-install-recommends python3-venv
-        python3 -m venv --clear "$SCHEMATHESIS_VENV"
-    fi
-    "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "schemathesis==$SCHEMATHESIS_VERSION"
+    pip_venv "$SCHEMATHESIS_VENV" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 "$SCHEMATHESIS_VENV/bin/schemathesis" --version
 
-# moto (PyPI), a local S3-compatible server for the S3 storage tests
-# (tests/s3.rs), in a venv of its own like schemathesis. tests/common/s3.rs
-# looks for it here, then on PATH.
+# moto (PyPI), a local S3-compatible server for the S3 storage and replica
+# tests. tests/common/s3.rs looks for it here, then on PATH.
 MOTO_VERSION=5.2.1
 MOTO_VENV=/var/tmp/berth-moto
 if ! "$MOTO_VENV/bin/python" -c "import moto, flask; assert moto.__version__ == '$MOTO_VERSION'" 2>/dev/null; then
     echo "install-test-deps: installing moto $MOTO_VERSION from PyPI"
-    if ! python3 -m venv --clear "$MOTO_VENV" 2>/dev/null; then
-        $SUDO apt-get update -q
-        $SUDO apt-get install -y -q --no-install-recommends python3-venv
-        python3 -m venv --clear "$MOTO_VENV"
-    fi
-    "$MOTO_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-        "moto[server]==$MOTO_VERSION"
+    pip_venv "$MOTO_VENV" "moto[server]==$MOTO_VERSION"
 fi
 "$MOTO_VENV/bin/moto_server" --help >/dev/null
 
