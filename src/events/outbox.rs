@@ -314,9 +314,11 @@ async fn deliver_next(
             (detail, outcome, counted)
         }
     };
-    metrics::delivery_attempted(sink.name(), counted);
+    // Counted once recorded, so a scrape never sees a delivery counted
+    // while its row still says pending.
     meta.record_attempt(event.seq, sink.name(), attempt, &detail, outcome)
         .await?;
+    metrics::delivery_attempted(sink.name(), counted);
     Ok(true)
 }
 
