@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::push::{OCI_MANIFEST, push_blob, push_image, push_tagged, put_manifest, random_bytes};
+use common::push::{
+    OCI_MANIFEST, pull_manifest, push_blob, push_image, push_tagged, put_manifest, random_bytes,
+};
 use common::{Berth, sha256};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -43,15 +45,7 @@ async fn collects_what_nothing_references_and_keeps_the_rest() {
     let r = put_manifest(&c, &b, "team/app", "v1", OCI_MANIFEST, &old_body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let kept_digest = push_tagged(&c, &b, "team/app", "v1").await;
-    let kept: Value = c
-        .get(b.url("/v2/team/app/manifests/v1"))
-        .header("accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kept = pull_manifest(&c, &b, "team/app", "v1").await;
     // A blob nobody ever referenced, and an upload nobody finished.
     let stray = push_blob(&c, &b, "team/app", &random_bytes(5000)).await;
     let r = c

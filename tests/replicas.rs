@@ -406,6 +406,11 @@ async fn send(request: RequestBuilder) -> Response {
     r
 }
 
+/// Fails the test, naming the replica, unless `res` has `status`.
+fn expect_status(res: &reqwest::Response, status: StatusCode, r: &Replica) {
+    assert_eq!(res.status(), status, "replica {}: {res:?}", r.name);
+}
+
 /// Pushes a blob monolithically through `r`; returns its digest.
 async fn push_blob(c: &Client, r: &Replica, repo: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
@@ -415,12 +420,7 @@ async fn push_blob(c: &Client, r: &Replica, repo: &str, bytes: &[u8]) -> String 
             .body(bytes.to_vec()),
     )
     .await;
-    assert_eq!(
-        res.status(),
-        StatusCode::CREATED,
-        "replica {}: {res:?}",
-        r.name
-    );
+    expect_status(&res, StatusCode::CREATED, r);
     digest
 }
 
@@ -468,12 +468,7 @@ async fn push_tagged(c: &Client, r: &Replica, repo: &str, tag: &str) -> (String,
     let m = manifest(&config, &[(layer_digest, layer.len())]);
     let body = serde_json::to_vec(&m).unwrap();
     let res = put_manifest(c, r, repo, tag, &body).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::CREATED,
-        "replica {}: {res:?}",
-        r.name
-    );
+    expect_status(&res, StatusCode::CREATED, r);
     (sha256(&body), m)
 }
 
@@ -576,12 +571,7 @@ async fn patch_chunk(c: &Client, r: &Replica, path: &str, start: usize, chunk: &
 /// The Range an upload's status shows through `r`.
 async fn upload_range(c: &Client, r: &Replica, path: &str) -> String {
     let res = send(c.get(r.url(path))).await;
-    assert_eq!(
-        res.status(),
-        StatusCode::NO_CONTENT,
-        "replica {}: {res:?}",
-        r.name
-    );
+    expect_status(&res, StatusCode::NO_CONTENT, r);
     header(&res, "range")
 }
 
@@ -593,7 +583,7 @@ async fn finish_upload(c: &Client, r: &Replica, path: &str, digest: &str) -> Res
 
 async fn blob_bytes(c: &Client, r: &Replica, repo: &str, digest: &str) -> Vec<u8> {
     let res = send(c.get(r.url(&format!("/v2/{repo}/blobs/{digest}")))).await;
-    assert_eq!(res.status(), StatusCode::OK, "replica {}: {res:?}", r.name);
+    expect_status(&res, StatusCode::OK, r);
     res.bytes().await.unwrap().to_vec()
 }
 
@@ -878,12 +868,7 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_through_every_replica() {
                             .body(layer.to_vec()),
                     )
                     .await;
-                    assert_eq!(
-                        res.status(),
-                        StatusCode::CREATED,
-                        "replica {}: {res:?}",
-                        r.name
-                    );
+                    expect_status(&res, StatusCode::CREATED, r);
                 }
             });
         }
@@ -910,12 +895,7 @@ async fn concurrent_pushes_of_one_blob_and_one_tag_through_every_replica() {
         tasks.spawn(async move {
             let r = &cluster.replicas[i % 3];
             let res = put_manifest(&http, r, repo, "latest", &body).await;
-            assert_eq!(
-                res.status(),
-                StatusCode::CREATED,
-                "replica {}: {res:?}",
-                r.name
-            );
+            expect_status(&res, StatusCode::CREATED, r);
             assert_eq!(header(&res, "docker-content-digest"), sha256(&body));
         });
     }
@@ -1444,12 +1424,7 @@ async fn a_collection_anywhere_is_seen_by_every_replica() {
         let status: Value = admin(r, false).await.json().await.unwrap();
         assert_eq!(status["running"], true, "replica {}: {status}", r.name);
         let res = admin(r, true).await;
-        assert_eq!(
-            res.status(),
-            StatusCode::CONFLICT,
-            "replica {}: {res:?}",
-            r.name
-        );
+        expect_status(&res, StatusCode::CONFLICT, r);
     }
     let refused = cluster.try_manage(&["gc"]).unwrap_err();
     assert!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::push::{push_blob, push_tagged, random_bytes};
+use common::push::{pull_manifest, push_blob, push_tagged, random_bytes};
 use common::s3::{MotoServer, S3Bucket};
 use common::{Berth, expect_error, header, sha256};
 use reqwest::{Client, StatusCode};
@@ -340,15 +340,7 @@ async fn garbage_collection_empties_the_bucket_of_garbage() {
     let b = Berth::start_with_config(&format!("{}{EAGER_GC}", bucket.config("part_size = 1024")));
     let c = Client::new();
     let manifest = push_tagged(&c, &b, "team/app", "v1").await;
-    let kept: Value = c
-        .get(b.url("/v2/team/app/manifests/v1"))
-        .header("accept", common::push::OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let kept = pull_manifest(&c, &b, "team/app", "v1").await;
     let referenced = [
         kept["config"]["digest"].as_str().unwrap().to_owned(),
         kept["layers"][0]["digest"].as_str().unwrap().to_owned(),

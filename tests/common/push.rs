@@ -83,3 +83,15 @@ pub async fn push_tagged(c: &Client, b: &Berth, repo: &str, tag: &str) -> String
     assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
     sha256(&body)
 }
+
+/// The OCI manifest `repo:reference` as JSON; fails the test if it is not there.
+pub async fn pull_manifest(c: &Client, b: &Berth, repo: &str, reference: &str) -> Value {
+    let r = c
+        .get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{r:?}");
+    r.json().await.unwrap()
+}
