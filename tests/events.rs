@@ -121,11 +121,10 @@ async fn failed_deliveries_are_retried_and_each_attempt_recorded() {
 
 #[tokio::test]
 async fn an_undelivered_event_survives_a_crash() {
-    // Reserve a port, then close it: nothing listens there yet.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Nothing listens on the port yet.
+    let port: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let url = format!("http://{port}/hook");
     let mut b = Berth::start_with_config(&webhook_config(&url, ""));
     let c = reqwest::Client::new();

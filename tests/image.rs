@@ -47,7 +47,7 @@ fn the_image_runs_as_a_registry_and_keeps_its_data_in_the_volume() {
         .arg(common::repo_root()));
     assert_eq!(docker.inspect(IMAGE, "{{.Config.User}}"), "berth");
 
-    let port = free_port();
+    let port = common::free_port();
     let host = format!("127.0.0.1:{port}");
     ok(&mut docker.cmd(&["volume", "create", VOLUME]));
     let database = common::fresh_database();
@@ -364,14 +364,6 @@ fn process_uid(docker: &Docker, container: &str) -> u32 {
         "uids differ: {uids:?}"
     );
     uids[0]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET `url` (with `user:password` basic auth when given); the status and

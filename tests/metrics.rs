@@ -126,8 +126,7 @@ fn promtool_check(text: &str) {
 
 /// An address on loopback nothing listens on (bound, then let go).
 fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    format!("127.0.0.1:{}", common::free_port())
 }
 
 #[tokio::test]

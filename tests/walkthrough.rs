@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clients::{Docker, pushed_digest, short_tempdir};
 use common::kube::Cluster;
-use common::repo_root;
+use common::{free_port, repo_root};
 use nodes::SimulatedNode;
 use serde_json::Value;
 
@@ -261,14 +261,6 @@ fn copy_tree(from: &Path, to: &Path, skip: &[&str]) {
             fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn deployment_image(cluster: &Cluster) -> String {

@@ -53,19 +53,12 @@ fn moto_server_binary() -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl MotoServer {
     /// Starts moto on a free loopback port and waits until it answers.
     pub fn start() -> MotoServer {
         let binary = moto_server_binary();
         for _ in 0..3 {
-            let port = free_port();
+            let port = super::free_port();
             let mut child = Command::new(&binary)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .env("S3_UPLOAD_PART_MIN_SIZE", MIN_PART_SIZE.to_string())
