@@ -192,17 +192,35 @@ impl Drop for Replica {
     }
 }
 
+/// What the replicas share, made before any of them starts: a database, a
+/// bucket, and a directory for the files (signing key, admin password).
+struct Shared {
+    database: String,
+    storage: SharedStorage,
+    files: tempfile::TempDir,
+    // Last: the server outlives the database's users.
+    _postgres: Arc<Postgres>,
+}
+
+impl Shared {
+    async fn new() -> Shared {
+        let postgres = postgres();
+        Shared {
+            database: common::create_database(&postgres.url),
+            storage: SharedStorage::new().await,
+            files: tempfile::tempdir().expect("temp dir"),
+            _postgres: postgres,
+        }
+    }
+}
+
 /// Three replicas (`a`, `b`, `c`) sharing a database, a blob store, the
 /// token signing key and the initial admin password.
 struct Cluster {
+    // First: the replicas stop before what they share goes.
     replicas: Vec<Replica>,
     password: String,
-    _storage: SharedStorage,
-    _shared: tempfile::TempDir,
-    // Last: the server outlives the replicas connected to it.
-    _postgres: Arc<Postgres>,
-    /// The database the replicas share.
-    database: String,
+    shared: Shared,
 }
 
 impl Cluster {
@@ -219,38 +237,45 @@ impl Cluster {
 
     /// `extra(name)` is more of the config of the replica `name`.
     async fn start_with(anonymous: bool, extra: impl Fn(&str) -> String) -> Cluster {
-        let postgres = postgres();
-        let database = common::create_database(&postgres.url);
-        let storage = SharedStorage::new().await;
-        let shared = tempfile::tempdir().expect("temp dir");
+        let shared = Shared::new().await;
         let password = format!("pw-{}", &sha256(&random_bytes(16))[7..23]);
-        let password_file = shared.path().join("admin-password");
+        let password_file = shared.files.path().join("admin-password");
         fs::write(&password_file, format!("{password}\n")).unwrap();
-        let signing_key = shared.path().join("token-signing-key.pem");
-        let mut replicas = Vec::new();
-        // The first start runs the migrations and creates the admin (and
-        // the signing key): the others start once it is ready.
-        for name in ["a", "b", "c"] {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let config = format!(
+        let signing_key = shared.files.path().join("token-signing-key.pem");
+        Cluster::launch(shared, password, |name, dir, shared| {
+            format!(
                 "{storage}\n\
                  [auth]\nanonymous_loopback = {anonymous}\n\
                  signing_key = {signing_key:?}\n\
                  initial_admin_password_file = {password_file:?}\n\n\
                  [database]\nurl = {database:?}\n\n{extra}\n",
-                storage = storage.config(dir.path()),
+                storage = shared.storage.config(dir),
+                database = shared.database,
                 extra = extra(name),
-            );
-            common::write_config(&dir.path().join("config.toml"), &config);
+            )
+        })
+    }
+
+    /// Starts `a`, `b` and `c` in turn, each in a directory of its own
+    /// with the config `config(name, dir, shared)`. The first start runs
+    /// the migrations and creates the admin (and the signing key): the
+    /// others start once it is ready.
+    fn launch(
+        shared: Shared,
+        password: String,
+        config: impl Fn(&str, &Path, &Shared) -> String,
+    ) -> Cluster {
+        let mut replicas = Vec::new();
+        for name in ["a", "b", "c"] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let text = config(name, dir.path(), &shared);
+            common::write_config(&dir.path().join("config.toml"), &text);
             replicas.push(Replica::start(name, dir));
         }
         Cluster {
             replicas,
             password,
-            _storage: storage,
-            _shared: shared,
-            _postgres: postgres,
-            database,
+            shared,
         }
     }
 
@@ -272,39 +297,34 @@ impl Cluster {
                 .to_owned()
         };
         let (example, commands) = (block("```toml\n"), block("```sh\n"));
-        let postgres = postgres();
-        let database = common::create_database(&postgres.url);
-        let storage = SharedStorage::new().await;
-        let shared = tempfile::tempdir().expect("temp dir");
+        let shared = Shared::new().await;
         let made = Command::new("bash")
             .args(["-euc", &commands])
-            .current_dir(shared.path())
+            .current_dir(shared.files.path())
             .output()
             .expect("run the README's commands");
         assert!(made.status.success(), "{made:?}");
-        let password = fs::read_to_string(shared.path().join("admin-password"))
+        let password = fs::read_to_string(shared.files.path().join("admin-password"))
             .unwrap()
             .trim()
             .to_owned();
-        let mut replicas = Vec::new();
-        for name in ["a", "b", "c"] {
-            let dir = tempfile::tempdir().expect("temp dir");
+        Cluster::launch(shared, password, |_, dir, shared| {
             let mut config = example.clone();
-            let own = format!("{:?}", dir.path());
-            let files = format!("\"{}/", shared.path().display());
+            let own = format!("{dir:?}");
+            let files = format!("\"{}/", shared.files.path().display());
             for (from, to) in [
                 ("\"/var/lib/berth\"", own.as_str()),
                 (
                     "postgres://berth:secret@db.internal:5432/berth",
-                    database.as_str(),
+                    shared.database.as_str(),
                 ),
                 (
                     "http://minio.internal:9000",
-                    storage.bucket.endpoint.as_str(),
+                    shared.storage.bucket.endpoint.as_str(),
                 ),
                 (
                     "bucket = \"berth\"",
-                    &format!("bucket = {:?}", storage.bucket.name),
+                    &format!("bucket = {:?}", shared.storage.bucket.name),
                 ),
                 ("access_key_id = \"berth\"", "access_key_id = \"test\""),
                 (
@@ -316,17 +336,8 @@ impl Cluster {
                 assert!(config.contains(from), "the README's config has no {from}");
                 config = config.replace(from, to);
             }
-            common::write_config(&dir.path().join("config.toml"), &config);
-            replicas.push(Replica::start(name, dir));
-        }
-        Cluster {
-            replicas,
-            password,
-            _storage: storage,
-            _shared: shared,
-            _postgres: postgres,
-            database,
-        }
+            config
+        })
     }
 
     fn a(&self) -> &Replica {
@@ -1393,7 +1404,7 @@ impl Cluster {
     fn sql(&self, statement: &str) {
         let out = Command::new("psql")
             .args(["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"])
-            .args(["--dbname", &self.database, "--command", statement])
+            .args(["--dbname", &self.shared.database, "--command", statement])
             .stdin(Stdio::null())
             .output()
             .expect("run psql");
