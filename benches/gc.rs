@@ -11,10 +11,10 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use berth::core::event::Origin;
 use berth::core::gc::GcOptions;
 use berth::core::names::{Digest, Reference, RepoName, Tag};
 use berth::core::{Registry, RegistryOptions};
-use berth::events::Origin;
 use berth::meta::MetaStore;
 use berth::storage::BlobStore;
 

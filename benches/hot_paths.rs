@@ -82,7 +82,7 @@ fn tag_lookup(c: &mut Criterion) {
         "manifests": [],
     }))
     .unwrap();
-    let origin = berth::events::Origin::default();
+    let origin = berth::core::event::Origin::default();
     runtime.block_on(async {
         for i in 0..10_000 {
             let reference = Reference::Tag(format!("v{i}").parse::<Tag>().unwrap());

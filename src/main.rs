@@ -1,4 +1,4 @@
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -10,7 +10,9 @@ use berth::auth::manage::AccountAdmin;
 use berth::config::Config;
 use berth::meta::MetaStore;
 
-mod admin_cli;
+mod cli;
+
+use cli::accounts::{RobotCommand, UserCommand};
 
 #[derive(Parser)]
 #[command(
@@ -99,7 +101,7 @@ enum Command {
     },
     /// Manage a running berth through its admin API (repositories,
     /// accounts, webhooks, deploy rules, audit log).
-    Admin(admin_cli::AdminArgs),
+    Admin(cli::admin::AdminArgs),
     /// Exit 0 if the berth serving here answers /healthz with 200; for
     /// container health checks in images that have no curl.
     Healthcheck {
@@ -111,48 +113,6 @@ enum Command {
         #[arg(long, env = "BERTH_LISTEN")]
         listen: Option<SocketAddr>,
     },
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Add a user. Without --password-stdin a password is generated and printed.
-    Add {
-        name: String,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-        /// Let the user do everything, everywhere.
-        #[arg(long)]
-        admin: bool,
-    },
-    /// Set a user's password (generated and printed without --password-stdin).
-    Passwd {
-        name: String,
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Delete a user and their grants.
-    Del { name: String },
-    /// List accounts.
-    List,
-    /// Import the bcrypt entries of an htpasswd file (as registry:2 uses).
-    ImportHtpasswd { file: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum RobotCommand {
-    /// Add a robot account and print its secret (shown only this once).
-    Add {
-        name: String,
-        /// Also print a kubernetes.io/dockerconfigjson secret for this
-        /// registry host (e.g. registry.example.com:8888).
-        #[arg(long, value_name = "HOST")]
-        pull_secret: Option<String>,
-    },
-    /// Replace a robot's secret and print the new one.
-    Rotate { name: String },
-    /// Delete a robot account and its grants.
-    Del { name: String },
 }
 
 fn main() -> std::process::ExitCode {
@@ -195,7 +155,7 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A client of a running berth: it needs no config or data here.
     if let Command::Admin(args) = cli.command {
-        return admin_cli::run(args).await;
+        return cli::admin::run(args).await;
     }
     let mut config = match &cli.place.config {
         Some(path) => Config::load(path, true)?,
@@ -206,7 +166,9 @@ async fn run() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "berth=info,tower_http=warn".into()),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for people at a terminal, not in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.log_format == "json" {
         logs.json().init();
     } else {
@@ -231,10 +193,18 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = App::build(&config).await?;
-    let listener = std::net::TcpListener::bind(config.listen)?;
+    // Bound first: a taken port is the commonest first-start failure, and
+    // says so before anything is created.
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "listening on {}: {e}; choose another address with --listen or BERTH_LISTEN \
+             (e.g. --listen 0.0.0.0:5000) or `listen` in the config file",
+            config.listen
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let app = App::build(&config).await?;
     app.start_workers(&config, &addr.to_string()).await?;
     if let Some(metrics_addr) = config.metrics.listen_addr()? {
         let listener = tokio::net::TcpListener::bind(metrics_addr).await?;
@@ -258,14 +228,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     std::io::stdout().flush()?;
     if let Some(password) = &app.initial_admin_password {
-        eprintln!(
-            "\n*************************************************************\n\
-             berth created the account \"admin\" with the password\n\n    {password}\n\n\
-             It is also in {}.\n\
-             Log in with: docker login -u admin {addr}\n\
-             *************************************************************\n",
-            config.data_dir.join("initial-admin-password").display()
-        );
+        eprintln!("{}", first_start_notice(&config, addr, password));
     }
     let service = app
         .router
@@ -293,6 +256,48 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .serve(service)
         .await?;
     Ok(())
+}
+
+/// What the first start prints: the admin password, and a login command
+/// that works as printed. docker treats only loopback as an insecure
+/// (plain HTTP) registry, so a wildcard listener is named by loopback here.
+fn first_start_notice(config: &Config, addr: SocketAddr, password: &str) -> String {
+    let file = config.data_dir.join("initial-admin-password");
+    let local = loopback_for(addr);
+    let elsewhere = if config.tls.enabled() {
+        format!(
+            "From other machines, log in to this host's name (as its certificate names it), port {}.",
+            addr.port()
+        )
+    } else {
+        format!(
+            "From other machines, use this host's name, port {}: berth serves plain HTTP,\n\
+             so docker there needs it under \"insecure-registries\" in /etc/docker/daemon.json\n\
+             (or give berth a certificate: [tls] in config.toml).",
+            addr.port()
+        )
+    };
+    format!(
+        "\n*************************************************************\n\
+         berth created the account \"admin\" with the password\n\n    {password}\n\n\
+         It is also in {}.\n\
+         Log in here with:\n\n    docker login -u admin --password-stdin {local} < {}\n\n\
+         {elsewhere}\n\
+         *************************************************************\n",
+        file.display(),
+        file.display(),
+    )
+}
+
+/// `addr`, with a wildcard IP replaced by loopback: an address to connect to.
+fn loopback_for(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
 }
 
 /// Watches the certificate and key files and loads them again when either
@@ -334,199 +339,34 @@ async fn shutdown_signal() {
     }
 }
 
-/// The account commands work on the metadata store directly, so they run
+/// The commands that work on the metadata store directly, so they run
 /// before the first start and while berth serves.
 async fn manage(config: &Config, command: Command) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let meta = MetaStore::open(&config.database.location(&config.data_dir)).await?;
-    let admin = AccountAdmin::new(meta.clone());
+    let accounts = AccountAdmin::new(meta.clone());
     match command {
         Command::Serve { .. } | Command::Admin(_) | Command::Healthcheck { .. } => {
             unreachable!("handled by run")
         }
-        Command::User(UserCommand::Add {
-            name,
-            password_stdin,
-            admin: is_admin,
-        }) => {
-            let given = password_stdin.then(read_password).transpose()?;
-            let generated = given.is_none();
-            let password = admin.add_user(&name, given, is_admin).await?;
-            println!("added user {name}");
-            if generated {
-                println!("password: {password}");
-            }
-        }
-        Command::User(UserCommand::Passwd {
-            name,
-            password_stdin,
-        }) => {
-            let given = password_stdin.then(read_password).transpose()?;
-            let generated = given.is_none();
-            let password = admin.set_secret(&name, given).await?;
-            println!("changed the password of {name}");
-            if generated {
-                println!("password: {password}");
-            }
-        }
-        Command::User(UserCommand::Del { name }) | Command::Robot(RobotCommand::Del { name }) => {
-            admin.delete(&name).await?;
-            println!("deleted {name}");
-        }
-        Command::User(UserCommand::List) => {
-            for account in admin.list().await? {
-                let state = if account.disabled { " (disabled)" } else { "" };
-                println!("{}\t{}{state}", account.name, account.kind.as_str());
-            }
-        }
-        Command::User(UserCommand::ImportHtpasswd { file }) => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            let added = admin.import_htpasswd(&text).await?;
-            println!("imported {} users: {}", added.len(), added.join(", "));
-        }
-        Command::Robot(RobotCommand::Add { name, pull_secret }) => {
-            let secret = admin.add_robot(&name).await?;
-            println!("added robot {name}");
-            println!("secret: {secret}");
-            if let Some(host) = pull_secret {
-                println!("{}", docker_config_json(&host, &name, &secret));
-            }
-        }
-        Command::Robot(RobotCommand::Rotate { name }) => {
-            let secret = admin.set_secret(&name, None).await?;
-            println!("secret: {secret}");
-        }
+        Command::User(command) => cli::accounts::user(&accounts, command).await,
+        Command::Robot(command) => cli::accounts::robot(&accounts, command).await,
         Command::Grant {
             subject,
             namespace,
             actions,
-        } => {
-            let grant = admin.grant(&subject, &namespace, &actions).await?;
-            println!(
-                "{subject} may {} on {}",
-                grant.actions,
-                namespace_label(grant.namespace.as_str())
-            );
-        }
+        } => cli::accounts::grant(&accounts, &subject, &namespace, &actions).await,
         Command::Revoke { subject, namespace } => {
-            admin.revoke(&subject, &namespace).await?;
-            println!("revoked {subject}'s grant on {namespace}");
+            cli::accounts::revoke(&accounts, &subject, &namespace).await
         }
-        Command::Deploys { limit, json } => {
-            let rows = meta.deploys(limit, None).await?;
-            if json {
-                for row in rows {
-                    println!("{}", serde_json::to_string(&row)?);
-                }
-            } else {
-                println!("ID\tWHEN\tRULE\tTARGET\tTAG\tSTATE\tIMAGE\tMESSAGE");
-                for r in rows {
-                    println!(
-                        "{}\t{}\t{}\t{}/{}/{}\t{}\t{}\t{}\t{}",
-                        r.id,
-                        when(r.started_at),
-                        r.rule,
-                        r.namespace,
-                        r.kind,
-                        r.name,
-                        r.tag.as_deref().unwrap_or("-"),
-                        r.state,
-                        r.new_image,
-                        r.message
-                    );
-                }
-            }
-        }
-        Command::Gc { dry_run, json } => {
-            let registry = berth::core::Registry::new(
-                berth::storage::BlobStore::from_config(config)?,
-                meta.clone(),
-                berth::core::RegistryOptions {
-                    max_manifest_bytes: config.limits.max_manifest_bytes,
-                    delete_enabled: config.delete_enabled,
-                    record_pulls: false,
-                },
-            );
-            let report = registry.collect_garbage(config.gc.options(dry_run)).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                let verb = if dry_run { "would delete" } else { "deleted" };
-                println!(
-                    "{verb} {} manifests, {} of {} blobs, {} uploads and {} stray files: {} bytes",
-                    report.manifests_deleted,
-                    report.blobs_deleted,
-                    report.blobs_examined,
-                    report.uploads_purged,
-                    report.orphan_files_deleted,
-                    report.bytes_freed
-                );
-            }
-        }
+        Command::Grants { subject } => cli::accounts::grants(&accounts, &subject).await,
+        Command::Deploys { limit, json } => cli::deploys::deploys(&meta, limit, json).await,
+        Command::Deliveries { limit } => cli::deploys::deliveries(&meta, limit).await,
         Command::Rollback { rule, to } => {
-            // Rules made through the admin API are stored, not in the file.
-            let stored: Vec<berth::config::DeployRuleConfig> = meta
-                .sink_rows()
-                .await?
-                .into_iter()
-                .filter(|r| r.kind == "deploy_rule")
-                .filter_map(|r| serde_json::from_str(&r.spec).ok())
-                .collect();
-            let rule_config = config
-                .deploy
-                .rules
-                .iter()
-                .chain(&stored)
-                .find(|r| r.name == rule)
-                .ok_or_else(|| anyhow::anyhow!("no deploy rule named {rule:?}"))?;
-            if let Some(digest) = &to {
-                digest
-                    .parse::<berth::core::names::Digest>()
-                    .map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            }
-            let cluster = std::sync::Arc::new(
-                berth::deploy::Cluster::connect(&config.deploy.kubeconfig).await?,
-            );
-            let sink = berth::deploy::RuleSink::new(
-                berth::deploy::rule::DeployRule::from_config(rule_config)?,
-                cluster,
-                meta.clone(),
-                &config.deploy.registry_host,
-            );
-            for line in sink
-                .rollback(to.as_deref())
-                .await
-                .map_err(anyhow::Error::msg)?
-            {
-                println!("{line}");
-            }
+            cli::deploys::rollback(config, &meta, &rule, to.as_deref()).await
         }
-        Command::Deliveries { limit } => {
-            println!("EVENT\tSINK\tSTATE\tATTEMPTS\tUPDATED\tLAST ERROR");
-            for d in meta.deliveries(limit, None, None).await? {
-                println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    d.event_id,
-                    d.sink,
-                    d.state,
-                    d.attempts,
-                    when(d.updated_at),
-                    d.last_error.as_deref().unwrap_or("-")
-                );
-            }
-        }
-        Command::Grants { subject } => {
-            for grant in admin.grants(&subject).await? {
-                println!(
-                    "{}\t{}",
-                    namespace_label(grant.namespace.as_str()),
-                    grant.actions
-                );
-            }
-        }
+        Command::Gc { dry_run, json } => cli::gc::run(config, &meta, dry_run, json).await,
     }
-    Ok(())
 }
 
 async fn healthcheck(
@@ -535,14 +375,7 @@ async fn healthcheck(
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let url = url.unwrap_or_else(|| {
-        let mut addr = listen.unwrap_or(config.listen);
-        // A wildcard address is not one to connect to; loopback reaches it.
-        if addr.ip().is_unspecified() {
-            addr.set_ip(match addr {
-                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-            });
-        }
+        let addr = loopback_for(listen.unwrap_or(config.listen));
         let scheme = if config.tls.enabled() {
             "https"
         } else {
@@ -568,30 +401,4 @@ async fn healthcheck(
     );
     println!("{url}: {}", response.status());
     Ok(())
-}
-
-/// Unix milliseconds as RFC 3339.
-fn when(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(at).to_string()
-}
-
-fn namespace_label(namespace: &str) -> &str {
-    if namespace.is_empty() { "*" } else { namespace }
-}
-
-fn read_password() -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
-}
-
-/// The `.dockerconfigjson` of a kubernetes.io/dockerconfigjson Secret.
-fn docker_config_json(host: &str, user: &str, secret: &str) -> String {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-    serde_json::json!({
-        "auths": { host: { "username": user, "password": secret, "auth": auth } }
-    })
-    .to_string()
 }

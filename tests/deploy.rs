@@ -270,7 +270,7 @@ fn pushes_roll_deployments_onto_the_pushed_digest() {
     assert_eq!(record["new_image"], pinned);
     assert_eq!(record["namespace"], NAMESPACE);
     assert_eq!(record["container"], "app");
-    assert!(record["finished_at"].as_i64().is_some());
+    assert!(record["finished_at"].as_str().is_some(), "{record}");
 
     // 2. A semver-older tag does not roll back what is deployed.
     let v123 = Image::generate(work.path(), "app123", "1.2.3", 1, 2000);

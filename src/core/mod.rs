@@ -1,7 +1,9 @@
 //! The registry core: push, pull and validation logic, with no HTTP in
 //! sight. The API layer translates requests into calls on [`Registry`].
 
+pub mod clock;
 pub mod error;
+pub mod event;
 pub mod gc;
 pub mod hashing;
 pub mod manifest;

@@ -19,10 +19,10 @@ use kube::api::{
 };
 use serde_json::{Value, json};
 
+use crate::core::event::Event;
 use crate::deploy::rule::{
     DeployRule, Selector, Target, WorkloadKind, image_repository, tag_version,
 };
-use crate::events::Event;
 use crate::events::outbox::Sink;
 use crate::meta::{DeployRow, MetaStore, NewDeploy};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::events::{Action, Event};
+use crate::core::event::{Action, Event};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {
@@ -176,7 +176,7 @@ pub fn image_repository(image: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::Origin;
+    use crate::core::event::Origin;
 
     fn rule(tag: &str, semver: Option<&str>) -> DeployRule {
         DeployRule {

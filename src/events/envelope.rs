@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::events::Event;
+use crate::core::event::Event;
 
 pub const DISTRIBUTION_MEDIA_TYPE: &str = "application/vnd.docker.distribution.events.v2+json";
 pub const CLOUDEVENTS_MEDIA_TYPE: &str = "application/cloudevents+json";
@@ -115,7 +115,7 @@ fn cloud_event(event: &Event, source: &Source) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Action, Origin};
+    use crate::core::event::{Action, Origin};
 
     fn pushed() -> (Event, Source) {
         let origin = Origin {

@@ -11,90 +11,7 @@ pub mod envelope;
 pub mod outbox;
 pub mod webhook;
 
-use std::fmt;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Push,
-    Pull,
-    Delete,
-    /// Never stored: what a sink's test sends, to check it is reachable.
-    Ping,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Push => "push",
-            Action::Pull => "pull",
-            Action::Delete => "delete",
-            Action::Ping => "ping",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Action> {
-        match s {
-            "push" => Some(Action::Push),
-            "pull" => Some(Action::Pull),
-            "delete" => Some(Action::Delete),
-            "ping" => Some(Action::Ping),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The request that caused an event, as the HTTP layer saw it.
-#[derive(Clone, Debug, Default)]
-pub struct Origin {
-    /// The account that made it, if any.
-    pub actor: Option<String>,
-    pub request_id: Option<String>,
-    pub addr: Option<String>,
-    /// The `Host` the client used: how it names this registry.
-    pub host: Option<String>,
-    pub method: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-/// One event, as stored in the outbox.
-#[derive(Clone, Debug)]
-pub struct Event {
-    /// Outbox order; 0 until stored.
-    pub seq: i64,
-    pub id: String,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub action: Action,
-    pub repository: String,
-    pub digest: Option<String>,
-    pub media_type: Option<String>,
-    pub size: Option<u64>,
-    pub tag: Option<String>,
-    pub origin: Origin,
-}
-
-impl Event {
-    pub fn new(action: Action, repository: &str, origin: &Origin) -> Event {
-        Event {
-            seq: 0,
-            id: uuid::Uuid::new_v4().to_string(),
-            created_at: crate::meta::now_ms(),
-            action,
-            repository: repository.to_owned(),
-            digest: None,
-            media_type: None,
-            size: None,
-            tag: None,
-            origin: origin.clone(),
-        }
-    }
-}
+use crate::core::event::{Action, Event};
 
 /// Which events a sink wants: actions and repository patterns (globs such
 /// as `team/*`). Empty lists mean all.
@@ -139,6 +56,7 @@ impl EventFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::event::Origin;
 
     #[test]
     fn filters_match_actions_and_repository_globs() {

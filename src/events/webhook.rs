@@ -9,9 +9,10 @@ use futures_util::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use crate::core::event::Event;
+use crate::events::EventFilter;
 use crate::events::envelope::{Format, Source};
 use crate::events::outbox::Sink;
-use crate::events::{Event, EventFilter};
 
 pub struct Webhook {
     sink_name: String,
@@ -117,9 +118,9 @@ impl Sink for Webhook {
     fn test(&self) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             let ping = Event::new(
-                crate::events::Action::Ping,
+                crate::core::event::Action::Ping,
                 "",
-                &crate::events::Origin::default(),
+                &crate::core::event::Origin::default(),
             );
             self.deliver(&ping).await
         })

@@ -5,8 +5,8 @@
 use sqlx::Row;
 
 use crate::core::Result;
+use crate::core::event::Event;
 use crate::core::names::{RepoName, Tag};
-use crate::events::Event;
 use crate::meta::{MetaStore, now_ms};
 
 /// One repository, as the admin listing shows it. Sizes count each blob

@@ -5,8 +5,8 @@
 use sqlx::Row;
 
 use crate::core::Result;
+use crate::core::event::Event;
 use crate::core::names::Digest;
-use crate::events::Event;
 use crate::meta::MetaStore;
 
 /// A manifest nothing needs any more: no tag, no manifest that points at

@@ -16,14 +16,14 @@ pub use gc::GarbageManifest;
 
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
 use crate::core::Result;
+use crate::core::event::Event;
 use crate::core::names::{Digest, RepoName, Tag};
-use crate::events::Event;
 
 /// Where the metadata lives.
 #[derive(Clone, Debug)]
@@ -96,19 +96,7 @@ pub struct NewManifest<'a> {
     pub references: &'a [Digest],
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
-
-/// A stored time (Unix ms) as RFC 3339 with milliseconds, as APIs and
-/// events show it.
-pub fn format_ms(ms: i64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(at).to_string()
-}
+pub use crate::core::clock::{format_ms, now_ms};
 
 /// How long a lease lasts without renewal: how soon another replica takes
 /// over the work of one that died.

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use super::table::{self, Output};
+
 #[derive(Args)]
 pub struct AdminArgs {
     /// berth's URL, e.g. http://registry.example.com:8888.
@@ -645,18 +647,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 ("state", state.as_ref()),
             ]);
             let rows = client.get(&format!("/deliveries?{query}")).await?;
-            out.table(
-                &rows,
-                &rows,
-                &[
-                    ("EVENT", "event_seq"),
-                    ("SINK", "sink"),
-                    ("STATE", "state"),
-                    ("ATTEMPTS", "attempts"),
-                    ("UPDATED", "updated_at"),
-                    ("LAST ERROR", "last_error"),
-                ],
-            );
+            out.table(&rows, &rows, table::DELIVERIES);
         }
         AdminCommand::Redeliver { event_seq, sink } => {
             client
@@ -672,19 +663,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let limit = limit.to_string();
             let query = query(&[("limit", Some(&limit)), ("rule", rule.as_ref())]);
             let rows = client.get(&format!("/deploys?{query}")).await?;
-            out.table(
-                &rows,
-                &rows,
-                &[
-                    ("ID", "id"),
-                    ("RULE", "rule"),
-                    ("WORKLOAD", "name"),
-                    ("TAG", "tag"),
-                    ("STATE", "state"),
-                    ("IMAGE", "new_image"),
-                    ("STARTED", "started_at"),
-                ],
-            );
+            out.table(&rows, &rows, table::DEPLOYS);
         }
         AdminCommand::Gc(GcCommand::Status) => out.object(&client.get("/gc").await?),
         AdminCommand::Gc(GcCommand::Run { dry_run }) => {
@@ -803,96 +782,4 @@ async fn sink_command(
         }
     }
     Ok(())
-}
-
-/// Prints answers: JSON as the API gave it, or aligned columns.
-struct Output {
-    json: bool,
-}
-
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(cell).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
-impl Output {
-    /// `whole` is printed as JSON; `rows` (an array inside it, or itself)
-    /// as a table of `columns`.
-    fn table(&self, whole: &Value, rows: &Value, columns: &[(&str, &str)]) {
-        if self.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(whole).unwrap_or_default()
-            );
-            return;
-        }
-        let rows: Vec<Vec<String>> = rows
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| columns.iter().map(|(_, key)| cell(&r[*key])).collect())
-            .collect();
-        let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.len()).collect();
-        for row in &rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let line = |cells: Vec<String>| {
-            let padded: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            println!("{}", padded.join("  ").trim_end());
-        };
-        line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
-        for row in rows {
-            line(row);
-        }
-    }
-
-    fn object(&self, v: &Value) {
-        if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            return;
-        }
-        match v.as_object() {
-            Some(map) => {
-                let width = map.keys().map(String::len).max().unwrap_or(0);
-                for (k, v) in map {
-                    let shown = match v {
-                        Value::Object(_) => v.to_string(),
-                        Value::Array(items) if items.iter().any(Value::is_object) => v.to_string(),
-                        other => cell(other),
-                    };
-                    println!("{k:<width$}  {shown}");
-                }
-            }
-            None => println!("{}", cell(v)),
-        }
-    }
-
-    /// A created or rotated secret: printed unless the caller chose it.
-    fn secret(&self, v: &Value, chosen: bool) {
-        if self.json {
-            self.object(v);
-        } else if chosen {
-            println!("set the password of {}", cell(&v["name"]));
-        } else {
-            println!("{}", cell(&v["secret"]));
-        }
-    }
-
-    fn done(&self, what: &str) {
-        if self.json {
-            println!("{}", json!({ "ok": true, "message": what }));
-        } else {
-            println!("{what}");
-        }
-    }
 }
