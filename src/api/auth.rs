@@ -30,7 +30,10 @@ pub fn needs(endpoint: &Endpoint, method: &Method) -> Option<ResourceScope> {
         E::Base => None,
         E::Catalog => Some(ResourceScope::catalog()),
         E::Tags(repo) | E::Referrers(repo, _) => on(repo, Actions::PULL),
-        E::Manifest(repo, _) | E::Blob(repo, _) => match *method {
+        E::Manifest(repo, _)
+        | E::Blob(repo, _)
+        | E::UnnamedManifest(repo, _)
+        | E::UnnamedBlob(repo, _) => match *method {
             Method::PUT | Method::POST | Method::PATCH => on(repo, Actions::PUSH),
             Method::DELETE => on(repo, Actions::DELETE),
             _ => on(repo, Actions::PULL),
@@ -53,14 +56,14 @@ pub fn origin(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
     method: &axum::http::Method,
-) -> crate::events::Origin {
+) -> crate::core::event::Origin {
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    crate::events::Origin {
+    crate::core::event::Origin {
         actor: caller.account.clone(),
         request_id: header("x-request-id"),
         addr: peer.map(|p| p.to_string()),
@@ -97,13 +100,45 @@ pub async fn admit(
     Ok(caller)
 }
 
+/// For a cross-repository mount (`POST .../blobs/uploads/?mount=&from=`),
+/// pull on the repository it mounts from.
+pub fn mount_source(
+    endpoint: &Endpoint,
+    method: &Method,
+    query: Option<&str>,
+) -> Option<ResourceScope> {
+    if !matches!((endpoint, method), (Endpoint::Uploads(_), &Method::POST)) {
+        return None;
+    }
+    let params = pairs(query.unwrap_or("").as_bytes());
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    get("mount")?;
+    let from = get("from")?.parse().ok()?;
+    Some(ResourceScope::repository(from, Actions::PULL))
+}
+
+/// What a 401 to a request on `endpoint` asks the client to get a token
+/// for: what the request needs and, for a mount, pull on its source (as
+/// Distribution's challenge does), so that a client asking for exactly
+/// the challenged scopes can mount.
+pub fn challenge_scopes(
+    endpoint: &Endpoint,
+    method: &Method,
+    query: Option<&str>,
+) -> Vec<ResourceScope> {
+    needs(endpoint, method)
+        .into_iter()
+        .chain(mount_source(endpoint, method, query))
+        .collect()
+}
+
 /// The answer to a refused request. A 401 carries the `WWW-Authenticate`
-/// challenge, naming the scope the request needed so the client can ask
-/// the token service for it.
+/// challenge, naming the scopes the request needs (`challenge`) so the
+/// client can ask the token service for them.
 pub fn refusal(
     auth: &Auth,
     headers: &HeaderMap,
-    need: Option<&ResourceScope>,
+    challenge: &[ResourceScope],
     error: RegistryError,
 ) -> Response {
     let error_param = match error {
@@ -113,7 +148,8 @@ pub fn refusal(
         _ => return error.into_response(),
     };
     let mut response = error.into_response();
-    let scope = need
+    let scope = challenge
+        .iter()
         .map(|n| {
             // Clients that push also read (HEAD before upload), so a push
             // challenge asks for both, as Distribution's does.
@@ -121,9 +157,14 @@ pub fn refusal(
             if n.actions.contains(Actions::PUSH) {
                 n.actions = n.actions.union(Actions::PULL);
             }
-            format!(",scope=\"{n}\"")
+            n.to_string()
         })
-        .unwrap_or_default();
+        .collect::<Vec<_>>()
+        .join(" ");
+    let scope = match scope.is_empty() {
+        true => String::new(),
+        false => format!(",scope=\"{scope}\""),
+    };
     let value = format!(
         "Bearer realm=\"{}\",service=\"{}\"{scope}{error_param}",
         realm(auth, headers),

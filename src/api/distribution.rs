@@ -15,9 +15,9 @@ use crate::api::endpoint::Endpoint;
 use crate::api::metrics::RouteName;
 use crate::auth::scope::{Actions, ResourceScope};
 use crate::auth::{Auth, Caller};
-use crate::core::names::{Digest, RepoName, Tag};
+use crate::core::event::Origin;
+use crate::core::names::{Digest, RepoName};
 use crate::core::{BlobBody, RangeRequest, Registry, RegistryError, Result};
-use crate::events::Origin;
 
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
@@ -45,10 +45,21 @@ async fn admit_and_route(
 ) -> Response {
     let need = api_auth::needs(&endpoint, request.method());
     let peer = api_auth::peer(&request);
+    let challenge = api_auth::challenge_scopes(&endpoint, request.method(), request.uri().query());
     let caller = match api_auth::admit(auth, request.headers(), peer, need.as_ref()).await {
         Ok(caller) => caller,
-        Err(e) => return api_auth::refusal(auth, request.headers(), need.as_ref(), e),
+        Err(e) => return api_auth::refusal(auth, request.headers(), &challenge, e),
     };
+    // A mount from a repository the token does not cover, but the account
+    // could: ask for a token that covers it, so the mount can happen
+    // (a client that cannot get one uploads instead).
+    if let Some(from) = api_auth::mount_source(&endpoint, request.method(), request.uri().query())
+        && !caller.may(&from)
+        && let Err(e @ RegistryError::InsufficientScope(_)) =
+            auth.authorize(&caller, std::slice::from_ref(&from)).await
+    {
+        return api_auth::refusal(auth, request.headers(), &challenge, e);
+    }
     let origin = api_auth::origin(&caller, peer, request.headers(), request.method());
     match route(registry, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
@@ -192,6 +203,20 @@ async fn route(
         (E::Referrers(repo, subject), Method::GET) => {
             referrers(registry, &repo, &subject, &query).await
         }
+        // Nothing is stored under a reference that is neither a tag nor a
+        // digest: it is not found. A push to it is told why it is invalid.
+        (E::UnnamedManifest(repo, reference), Method::GET | Method::HEAD | Method::DELETE) => Err(
+            RegistryError::ManifestUnknown(format!("{repo}:{reference}")),
+        ),
+        (E::UnnamedManifest(_, reference), Method::PUT) => {
+            match reference.parse::<crate::core::names::Reference>() {
+                Err(e) => Err(e),
+                Ok(_) => Err(RegistryError::TagInvalid(reference)),
+            }
+        }
+        (E::UnnamedBlob(_, digest), Method::GET | Method::HEAD | Method::DELETE) => {
+            Err(RegistryError::BlobUnknown(digest))
+        }
         _ => Err(RegistryError::MethodNotAllowed),
     }
 }
@@ -282,8 +307,9 @@ async fn referrers(
 
 async fn tags(registry: &Registry, repo: &RepoName, query: &Query) -> Result<Response> {
     let (n, last) = query.page()?;
-    let last_tag = last.map(|l| l.parse::<Tag>()).transpose()?;
-    let tags = registry.list_tags(repo, n, last_tag.as_ref()).await?;
+    // `last` is where the previous page ended, compared as a string: a
+    // value that is no tag simply falls between tags.
+    let tags = registry.list_tags(repo, n, last).await?;
     let next = (n > 0 && tags.len() as u32 == n)
         .then(|| tags.last().cloned())
         .flatten();
@@ -347,10 +373,16 @@ impl Query {
     fn page(&self) -> Result<(u32, Option<&str>)> {
         let n = match self.get("n") {
             None => MAX_PAGE,
+            // Larger pages than berth serves are cut to its largest, as the
+            // spec allows (the Link header leads on).
             Some(n) => n
-                .parse::<u32>()
-                .map_err(|_| RegistryError::Unsupported(format!("n={n} is not a page size")))?
-                .min(MAX_PAGE),
+                .parse::<u64>()
+                .map_err(|_| {
+                    RegistryError::PaginationNumberInvalid(format!(
+                        "n={n:?} is not a page size: give a whole number from 0"
+                    ))
+                })?
+                .min(u64::from(MAX_PAGE)) as u32,
         };
         Ok((n, self.get("last").filter(|l| !l.is_empty())))
     }

@@ -25,6 +25,14 @@ pub enum Endpoint {
     Upload(RepoName, String),
     /// `/v2/<name>/referrers/<digest>`
     Referrers(RepoName, Digest),
+    /// `/v2/<name>/manifests/<reference>` whose reference is neither a tag
+    /// nor a digest: nothing can be stored under it, so reading it finds
+    /// nothing, and writing to it is refused as the reference's parser
+    /// says.
+    UnnamedManifest(RepoName, String),
+    /// `/v2/<name>/blobs/<digest>` whose digest is malformed: no blob has
+    /// it.
+    UnnamedBlob(RepoName, String),
 }
 
 impl Endpoint {
@@ -55,9 +63,9 @@ impl Endpoint {
             if last.is_empty() {
                 return Ok(Endpoint::Uploads(name_of(n - 3)?));
             }
-            if is_upload_id(last) {
-                return Ok(Endpoint::Upload(name_of(n - 3)?, last.to_owned()));
-            }
+            // Any other id names an upload too: one berth never issued is
+            // an unknown upload, not an unknown route.
+            return Ok(Endpoint::Upload(name_of(n - 3)?, last.to_owned()));
         }
         if n >= 2 && segments[n - 2..] == ["blobs", "uploads"] {
             return Ok(Endpoint::Uploads(name_of(n - 2)?));
@@ -69,11 +77,17 @@ impl Endpoint {
             "tags" if last == "list" => Ok(Endpoint::Tags(name_of(n - 2)?)),
             "manifests" => {
                 let name = name_of(n - 2)?;
-                Ok(Endpoint::Manifest(name, last.parse()?))
+                Ok(match last.parse() {
+                    Ok(reference) => Endpoint::Manifest(name, reference),
+                    Err(_) => Endpoint::UnnamedManifest(name, last.to_owned()),
+                })
             }
             "blobs" => {
                 let name = name_of(n - 2)?;
-                Ok(Endpoint::Blob(name, last.parse()?))
+                Ok(match last.parse() {
+                    Ok(digest) => Endpoint::Blob(name, digest),
+                    Err(_) => Endpoint::UnnamedBlob(name, last.to_owned()),
+                })
             }
             "referrers" => {
                 let name = name_of(n - 2)?;
@@ -90,8 +104,8 @@ impl Endpoint {
             Endpoint::Base => "base",
             Endpoint::Catalog => "catalog",
             Endpoint::Tags(_) => "tags",
-            Endpoint::Manifest(..) => "manifest",
-            Endpoint::Blob(..) => "blob",
+            Endpoint::Manifest(..) | Endpoint::UnnamedManifest(..) => "manifest",
+            Endpoint::Blob(..) | Endpoint::UnnamedBlob(..) => "blob",
             Endpoint::Uploads(_) => "blob_upload",
             Endpoint::Upload(..) => "blob_upload_chunk",
             Endpoint::Referrers(..) => "referrers",
@@ -107,14 +121,11 @@ impl Endpoint {
             | Endpoint::Blob(r, _)
             | Endpoint::Uploads(r)
             | Endpoint::Upload(r, _)
-            | Endpoint::Referrers(r, _) => Some(r),
+            | Endpoint::Referrers(r, _)
+            | Endpoint::UnnamedManifest(r, _)
+            | Endpoint::UnnamedBlob(r, _) => Some(r),
         }
     }
-}
-
-/// Upload ids are the UUIDs berth hands out; anything else is no upload.
-fn is_upload_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 #[cfg(test)]
@@ -171,6 +182,11 @@ mod tests {
                 format!("/v2/a/referrers/{D}"),
                 Endpoint::Referrers(name("a"), D.parse().unwrap()),
             ),
+            // An id berth never issued still names an (unknown) upload.
+            (
+                format!("/v2/a/blobs/uploads/{}", "x".repeat(300)),
+                Endpoint::Upload(name("a"), "x".repeat(300)),
+            ),
         ];
         for (path, expected) in cases {
             assert_eq!(Endpoint::parse(&path).unwrap(), expected, "{path}");
@@ -184,9 +200,6 @@ mod tests {
             ("/v2/a/../b/tags/list", "NameInvalid"),
             ("/v2/a/%2e%2e/tags/list", "NameInvalid"),
             ("/v2/a%5cb/tags/list", "NameInvalid"),
-            ("/v2/a/manifests/sha256:totallywrong", "DigestInvalid"),
-            ("/v2/a/blobs/notadigest", "DigestInvalid"),
-            ("/v2/a/manifests/-bad", "TagInvalid"),
             ("/v2/tags/list", "RouteUnknown"),
             ("/v2/a", "RouteUnknown"),
             ("/v2/a/nothing/here", "RouteUnknown"),
@@ -195,6 +208,28 @@ mod tests {
         for (path, expected) in cases {
             let got = format!("{:?}", Endpoint::parse(path).unwrap_err());
             assert!(got.starts_with(expected), "{path}: {got}");
+        }
+    }
+
+    #[test]
+    fn references_that_name_nothing() {
+        let manifest = |r: &str| Endpoint::UnnamedManifest(name("a"), r.into());
+        for (path, expected) in [
+            (
+                "/v2/a/manifests/sha256:totallywrong",
+                manifest("sha256:totallywrong"),
+            ),
+            (
+                "/v2/a/manifests/.INVALID_MANIFEST_NAME",
+                manifest(".INVALID_MANIFEST_NAME"),
+            ),
+            ("/v2/a/manifests/-bad", manifest("-bad")),
+            (
+                "/v2/a/blobs/notadigest",
+                Endpoint::UnnamedBlob(name("a"), "notadigest".into()),
+            ),
+        ] {
+            assert_eq!(Endpoint::parse(path).unwrap(), expected, "{path}");
         }
     }
 

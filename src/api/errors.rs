@@ -32,6 +32,8 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         // RANGE_INVALID is what clients have seen for it.
         RangeNotSatisfiable { .. } => ("RANGE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
         Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
+        // Not an OCI code; Distribution's, which clients have seen.
+        PaginationNumberInvalid(_) => ("PAGINATION_NUMBER_INVALID", StatusCode::BAD_REQUEST),
         RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
@@ -59,9 +61,8 @@ impl IntoResponse for RegistryError {
             other => other.to_string(),
         };
         let detail = match &self {
-            RegistryError::BlobUnknown(d) | RegistryError::ManifestBlobUnknown(d) => {
-                json!({ "digest": d.as_str() })
-            }
+            RegistryError::BlobUnknown(d) => json!({ "digest": d }),
+            RegistryError::ManifestBlobUnknown(d) => json!({ "digest": d.as_str() }),
             RegistryError::ChunkOutOfOrder { offset, start } => {
                 json!({ "offset": offset, "start": start })
             }

@@ -167,7 +167,7 @@ pub async fn scrape(
     let need = ResourceScope::catalog();
     let peer = api_auth::peer(&request);
     if let Err(e) = api_auth::admit(&auth, request.headers(), peer, Some(&need)).await {
-        return api_auth::refusal(&auth, request.headers(), Some(&need), e);
+        return api_auth::refusal(&auth, request.headers(), std::slice::from_ref(&need), e);
     }
     exposition(&registry).await
 }
@@ -184,6 +184,7 @@ pub fn listener_router(registry: Arc<Registry>) -> Router {
 }
 
 async fn exposition(registry: &Registry) -> Response {
+    let _settled = metrics::settled().await;
     match registry.usage().await {
         Ok(usage) => (
             [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],

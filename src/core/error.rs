@@ -6,7 +6,7 @@ use crate::core::names::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("blob unknown to registry: {0}")]
-    BlobUnknown(Digest),
+    BlobUnknown(String),
     #[error("blob upload invalid: {0}")]
     BlobUploadInvalid(String),
     #[error("blob upload unknown to registry")]
@@ -42,6 +42,9 @@ pub enum RegistryError {
     RangeNotSatisfiable { size: u64 },
     #[error("{0}")]
     Unsupported(String),
+    /// A malformed `n` on a paginated listing.
+    #[error("{0}")]
+    PaginationNumberInvalid(String),
     /// The client's request body failed while streaming (disconnect, reset).
     #[error("request body: {0}")]
     BodyRead(String),

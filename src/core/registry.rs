@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::core::event::{Action, Event, Origin};
 use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -16,7 +17,6 @@ use crate::core::read_cache::ReadCache;
 use crate::core::retention::RetentionPolicy;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
-use crate::events::{Action, Event, Origin};
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
 
@@ -380,7 +380,7 @@ impl Registry {
             .meta
             .blob_in_repository(repo, digest)
             .await?
-            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.to_string()))?;
         self.cache
             .put_blob_size(ticket, repo.as_str(), digest.as_str(), size);
         Ok(size)
@@ -414,7 +414,7 @@ impl Registry {
             // Collected since the size was cached: gone, not broken.
             Err(_) if !self.meta.blob_known(digest).await? => {
                 self.cache.forget_blob(repo.as_str(), digest.as_str());
-                return Err(RegistryError::BlobUnknown(digest.clone()));
+                return Err(RegistryError::BlobUnknown(digest.to_string()));
             }
             other => other?,
         };
@@ -613,7 +613,7 @@ impl Registry {
             self.cache.forget_blob(repo.as_str(), digest.as_str());
             Ok(())
         } else {
-            Err(RegistryError::BlobUnknown(digest.clone()))
+            Err(RegistryError::BlobUnknown(digest.to_string()))
         }
     }
 
@@ -791,9 +791,9 @@ impl Registry {
         &self,
         repo: &RepoName,
         n: u32,
-        last: Option<&Tag>,
+        last: Option<&str>,
     ) -> Result<Vec<String>> {
-        let tags = self.meta.list_tags(repo, n, last.map(Tag::as_str)).await?;
+        let tags = self.meta.list_tags(repo, n, last).await?;
         if tags.is_empty() && !self.meta.repository_exists(repo).await? {
             return Err(RegistryError::NameUnknown(repo.to_string()));
         }
@@ -831,13 +831,12 @@ impl RangeRequest {
         match (start.trim(), end.trim()) {
             ("", n) => num(n).map(RangeRequest::Suffix),
             (s, "") => num(s).map(|start| RangeRequest::From { start, end: None }),
-            (s, e) => {
-                let (start, end) = (num(s)?, num(e)?);
-                (start <= end).then_some(RangeRequest::From {
-                    start,
-                    end: Some(end),
-                })
-            }
+            // A range that ends before it starts selects nothing: 416,
+            // as for a start past the end.
+            (s, e) => Some(RangeRequest::From {
+                start: num(s)?,
+                end: Some(num(e)?),
+            }),
         }
     }
 
@@ -846,7 +845,7 @@ impl RangeRequest {
         let unsatisfiable = RegistryError::RangeNotSatisfiable { size };
         match self {
             RangeRequest::From { start, end } => {
-                if start >= size {
+                if start >= size || end.is_some_and(|e| e < start) {
                     return Err(unsatisfiable);
                 }
                 let end = end.map_or(size - 1, |e| e.min(size - 1));
@@ -891,14 +890,8 @@ mod tests {
             Err(RegistryError::RangeNotSatisfiable { size: 100 })
         ));
         assert!(r("bytes=-0").unwrap().is_err());
-        for ignored in [
-            "bytes=0-1,5-6",
-            "items=0-1",
-            "bytes=5-1",
-            "bytes=a-b",
-            "0-1",
-            "bytes=-",
-        ] {
+        assert!(r("bytes=500-0").unwrap().is_err());
+        for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=a-b", "0-1", "bytes=-"] {
             assert!(RangeRequest::parse(ignored).is_none(), "{ignored}");
         }
     }
