@@ -37,7 +37,9 @@ impl GarbageCollector {
             .registry
             .collect_garbage(self.config.options(dry_run))
             .await;
-        crate::metrics::gc_finished(result.as_ref().ok(), dry_run);
+        if result.is_err() {
+            crate::metrics::gc_finished(None, dry_run);
+        }
         result
     }
 

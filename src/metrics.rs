@@ -202,6 +202,24 @@ pub fn deploy_finished(state: &str) {
     METRICS.deploys.with_label_values(&[state]).inc();
 }
 
+/// Orders state changes and scrapes: a change that is both written to
+/// the metadata (a delivery's outcome, a deploy's end, a GC report) and
+/// counted holds a [`counting`] guard from before its write until it is
+/// counted, and a scrape holds [`settled`] while it reads. So whoever saw
+/// the change through the API or the database and then scrapes finds it
+/// counted, and a scrape never sees a count whose state is not written.
+static SETTLING: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held while a counted change is written and counted (many at once).
+pub async fn counting() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SETTLING.read().await
+}
+
+/// Held by a scrape: no counted change is half done meanwhile.
+pub async fn settled() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SETTLING.write().await
+}
+
 /// Counts a garbage collection run and, unless it was a dry run, what it
 /// deleted.
 pub fn gc_finished(report: Option<&crate::core::gc::GcReport>, dry_run: bool) {

@@ -20,9 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::core::RegistryError;
+use crate::core::event::{Action, Event, Origin};
 use crate::core::names::Digest;
 use crate::core::{Registry, Result};
-use crate::events::{Action, Event, Origin};
 use crate::meta::LEASE_MS;
 use crate::meta::now_ms;
 
@@ -131,9 +131,12 @@ impl Registry {
         }
         report.duration_ms = started.elapsed().unwrap_or_default().as_millis() as u64;
         let json = serde_json::to_string(&report).unwrap_or_default();
+        // The report and the run's count appear together to a scrape.
+        let _counting = crate::metrics::counting().await;
         self.meta
             .record_gc_run(started_ms, now_ms(), options.dry_run, &json)
             .await?;
+        crate::metrics::gc_finished(Some(&report), options.dry_run);
         tracing::info!(report = %json, "garbage collection finished");
         Ok(report)
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
-use crate::events::Event;
+use crate::core::event::Event;
 use crate::meta::{AttemptOutcome, LEASE_MS, MetaStore, now_ms};
 use crate::metrics::{self, DeliveryResult};
 
@@ -314,8 +314,8 @@ async fn deliver_next(
             (detail, outcome, counted)
         }
     };
-    // Counted once recorded, so a scrape never sees a delivery counted
-    // while its row still says pending.
+    // Recorded and counted as one, as far as a scrape can tell.
+    let _counting = metrics::counting().await;
     meta.record_attempt(event.seq, sink.name(), attempt, &detail, outcome)
         .await?;
     metrics::delivery_attempted(sink.name(), counted);
@@ -325,7 +325,7 @@ async fn deliver_next(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{Action, Origin};
+    use crate::core::event::{Action, Origin};
 
     #[test]
     fn backoff_doubles_up_to_the_cap_then_gives_up() {

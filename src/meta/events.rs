@@ -5,7 +5,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::core::Result;
-use crate::events::{Action, Event, Origin};
+use crate::core::event::{Action, Event, Origin};
 use crate::meta::{MetaStore, now_ms};
 
 /// How a delivery attempt ended.
@@ -336,6 +336,7 @@ impl MetaStore {
     }
 
     pub async fn insert_deploy(&self, d: &NewDeploy<'_>) -> Result<i64> {
+        let _counting = crate::metrics::counting().await;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO deploys (event_seq, rule, namespace, kind, name, container, tag, old_image, \
              new_image, state, message, started_at, finished_at) \
@@ -365,6 +366,7 @@ impl MetaStore {
     /// Moves a deploy to `state`; states other than patching and rolling
     /// are final and stamp the finish time.
     pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<bool> {
+        let _counting = crate::metrics::counting().await;
         // An ended deploy stays as it ended: when two replicas watch one
         // rollout (one took over the rule from the other), the first to
         // finish records it.
