@@ -5,8 +5,8 @@ use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use crate::{
-    Category, Check, Http, Level, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
-    Options, Resp, Status, descriptor, random_bytes, raw, sha256, sha512, to_bytes,
+    Category, Check, ERROR_CODES, Http, Level, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER,
+    OCI_MANIFEST, Options, Resp, Status, descriptor, random_bytes, raw, sha256, sha512, to_bytes,
 };
 
 const OCTET: (&str, &str) = ("Content-Type", "application/octet-stream");
@@ -1107,6 +1107,26 @@ impl Suite {
                 header_eq(&r, "content-range", &want_cr),
                 body_eq(&r, &p.blob_a[10..20]),
             ],
+        );
+
+        // A range that ends before it starts selects nothing: 416, as the
+        // OCI conformance suite expects, not the whole blob.
+        let r = self
+            .http
+            .send(
+                Method::GET,
+                &format!("/v2/{repo}/blobs/{da}"),
+                &[("Range", "bytes=500-0")],
+                None,
+            )
+            .await;
+        self.verdict(
+            "pull.blob-range-reversed",
+            Level::Recommended,
+            "GET blob with Range: bytes=500-0: 416 Range Not Satisfiable",
+            "416",
+            r.summary(),
+            vec![ok_status(&r, &[416])],
         );
 
         for (id, reference) in [
@@ -2289,6 +2309,59 @@ impl Suite {
                 has_code(&r, &["BLOB_UNKNOWN", "DIGEST_INVALID"]),
             ],
         );
+
+        // A reference that cannot name a manifest (not a tag, not a
+        // digest) is not found, as the OCI conformance suite requires; so
+        // is an upload id the registry could never have issued.
+        for method in [Method::GET, Method::HEAD] {
+            let r = self
+                .get_manifest(&repo, ".INVALID_MANIFEST_NAME", method.clone())
+                .await;
+            let code = (method == Method::GET).then(|| has_code(&r, &["MANIFEST_UNKNOWN"]));
+            self.verdict(
+                &format!(
+                    "errors.manifest-reference-invalid-{}",
+                    method.as_str().to_lowercase()
+                ),
+                Level::Required,
+                "GET/HEAD of a manifest whose reference is no valid tag: 404 (MANIFEST_UNKNOWN)",
+                "404 MANIFEST_UNKNOWN",
+                r.summary(),
+                vec![ok_status(&r, &[404]), code.flatten()],
+            );
+        }
+        let long_id = "x".repeat(300);
+        let r = self
+            .get(&format!("/v2/{repo}/blobs/uploads/{long_id}"))
+            .await;
+        self.verdict(
+            "errors.upload-id-unknown",
+            Level::Required,
+            "GET of an upload id the registry never issued: 404 BLOB_UPLOAD_UNKNOWN",
+            "404 BLOB_UPLOAD_UNKNOWN",
+            r.summary(),
+            vec![
+                ok_status(&r, &[404]),
+                has_code(&r, &["BLOB_UPLOAD_UNKNOWN"]),
+            ],
+        );
+        // A malformed page size is the client's mistake: 400 with an OCI
+        // error, never 405 (which is about the method).
+        for target in [
+            format!("/v2/{repo}/tags/list?n=-1"),
+            format!("/v2/{repo}/tags/list?n=abc"),
+            "/v2/_catalog?n=-1".to_owned(),
+        ] {
+            let r = self.get(&target).await;
+            self.verdict(
+                &format!("errors.pagination-n-malformed ({target})"),
+                Level::Recommended,
+                "a malformed n on a paginated listing: 400 with an error body",
+                "400",
+                r.summary(),
+                vec![ok_status(&r, &[400]), has_code(&r, ERROR_CODES)],
+            );
+        }
 
         // Manifests: need blobs in this repository.
         let config = config_blob();

@@ -369,20 +369,20 @@ impl Query {
             .parse()
     }
 
-    /// `n` and `last` of a paginated listing.
+    /// `n` and `last` of a paginated listing. A page larger than berth
+    /// serves (however many digits) is cut to its largest, as the spec
+    /// allows: the `Link` header leads on. An empty `n` is no `n`.
     fn page(&self) -> Result<(u32, Option<&str>)> {
-        let n = match self.get("n") {
+        let n = match self.get("n").filter(|n| !n.is_empty()) {
             None => MAX_PAGE,
-            // Larger pages than berth serves are cut to its largest, as the
-            // spec allows (the Link header leads on).
-            Some(n) => n
-                .parse::<u64>()
-                .map_err(|_| {
-                    RegistryError::PaginationNumberInvalid(format!(
-                        "n={n:?} is not a page size: give a whole number from 0"
-                    ))
-                })?
-                .min(u64::from(MAX_PAGE)) as u32,
+            Some(n) if n.bytes().all(|c| c.is_ascii_digit()) => {
+                n.parse::<u32>().map_or(MAX_PAGE, |n| n.min(MAX_PAGE))
+            }
+            Some(n) => {
+                return Err(RegistryError::PaginationNumberInvalid(format!(
+                    "n={n:?} is not a page size: give a whole number from 0"
+                )));
+            }
         };
         Ok((n, self.get("last").filter(|l| !l.is_empty())))
     }

@@ -28,12 +28,15 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         NameUnknown(_) => ("NAME_UNKNOWN", StatusCode::NOT_FOUND),
         TagInvalid(_) => ("MANIFEST_INVALID", StatusCode::BAD_REQUEST),
         SizeInvalid(_) => ("SIZE_INVALID", StatusCode::BAD_REQUEST),
-        // No OCI code names an unsatisfiable read range; Distribution's
-        // RANGE_INVALID is what clients have seen for it.
-        RangeNotSatisfiable { .. } => ("RANGE_INVALID", StatusCode::RANGE_NOT_SATISFIABLE),
+        // No code of the spec's list (the only ones a JSON error body may
+        // carry) names an unsatisfiable read range, so this one answers as
+        // HTTP does: no body, the blob's size in Content-Range.
+        RangeNotSatisfiable { .. } => ("", StatusCode::RANGE_NOT_SATISFIABLE),
         Unsupported(_) => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
-        // Not an OCI code; Distribution's, which clients have seen.
-        PaginationNumberInvalid(_) => ("PAGINATION_NUMBER_INVALID", StatusCode::BAD_REQUEST),
+        // The spec's codes are the only ones allowed, and none names a
+        // bad page size (Distribution's PAGINATION_NUMBER_INVALID is not
+        // among them): a request berth cannot serve as asked.
+        PaginationNumberInvalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
@@ -68,8 +71,14 @@ impl IntoResponse for RegistryError {
             }
             _ => json!(null),
         };
-        let body = json!({ "errors": [{ "code": code, "message": message, "detail": detail }] });
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = match code {
+            "" => status.into_response(),
+            code => {
+                let body =
+                    json!({ "errors": [{ "code": code, "message": message, "detail": detail }] });
+                (status, axum::Json(body)).into_response()
+            }
+        };
         match self {
             // Tell the client where the upload really ends, so it can resume.
             RegistryError::ChunkOutOfOrder { offset, .. }
