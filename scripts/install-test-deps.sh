@@ -97,12 +97,6 @@ else
         "${missing[@]}"
 fi
 
-# The ORAS Python client (PyPI), for the referrers test.
-if ! python3 -c "import oras.client" >/dev/null 2>&1; then
-    echo "install-test-deps: installing oras from PyPI"
-    python3 -m pip install --quiet --disable-pip-version-check "oras==0.2.43"
-fi
-
 # Installs PyPI packages (`$2`...) into the venv `$1`, made afresh. Each
 # tool gets a venv of its own: its many dependencies stay out of the
 # system's Python, and Debian's Python refuses `pip install` outside a venv.
@@ -117,6 +111,15 @@ pip_venv() {
     fi
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
 }
+
+# The ORAS Python client (PyPI), for the referrers and signature tests;
+# tests/common::oras_python looks for it here.
+ORAS_VERSION=0.2.43
+ORAS_VENV=/var/tmp/berth-oras
+if ! "$ORAS_VENV/bin/python" -c "import oras.client, importlib.metadata as m; assert m.version('oras') == '$ORAS_VERSION'" 2>/dev/null; then
+    echo "install-test-deps: installing oras $ORAS_VERSION from PyPI"
+    pip_venv "$ORAS_VENV" "oras==$ORAS_VERSION"
+fi
 
 # schemathesis (PyPI), which fuzzes the admin API against its OpenAPI
 # document (tests/openapi.rs). tests/openapi.rs looks for it here.

@@ -5,6 +5,10 @@
 # uses (berth, containerd, dockerd) itself, on private sockets and temp dirs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# rustup puts cargo in ~/.cargo/bin, which a login shell's PATH may lack.
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
 
 bash scripts/install-test-deps.sh
 # The push-to-deploy tests run a real Kubernetes API server, built once from

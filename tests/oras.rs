@@ -10,13 +10,13 @@ use serde_json::Value;
 
 /// Runs a Python script with the oras client, in `dir`, and returns stdout.
 fn python(dir: &std::path::Path, script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
+    let out = Command::new(common::oras_python())
         .arg("-c")
         .arg(script)
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("run python3 (scripts/install-test-deps.sh installs it)");
+        .expect("run the oras venv's python (scripts/install-test-deps.sh makes it)");
     assert!(
         out.status.success(),
         "oras script failed\nstdout: {}\nstderr: {}",

@@ -180,6 +180,14 @@ fn spawn(data: &Path, listen: &str) -> (Child, String, String) {
     (child, scheme.to_owned(), host.to_owned())
 }
 
+/// The Python with the ORAS client: the venv scripts/install-test-deps.sh
+/// makes (`BERTH_ORAS_PYTHON` names another).
+pub fn oras_python() -> PathBuf {
+    std::env::var_os("BERTH_ORAS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/berth-oras/bin/python"))
+}
+
 /// The PostgreSQL server of the suite's PostgreSQL pass
 /// (`BERTH_TEST_POSTGRES`, a superuser's URL); None on the SQLite pass.
 pub fn postgres_url() -> Option<String> {
