@@ -107,13 +107,20 @@ BINS=(kube-apiserver kube-controller-manager kubectl)
 log() { echo "kube-test-cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# What changes the system (apt, /etc/apt) runs as root: directly when this
+# script is root, else through sudo.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
 # ---------------------------------------------------------------- packages
 
 APT_UPDATED=0
 apt_update_once() {
     if [ "$APT_UPDATED" = 0 ]; then
         log "apt-get update"
-        apt-get update -qq >&2
+        $SUDO apt-get update -qq >&2
         APT_UPDATED=1
     fi
 }
@@ -124,19 +131,21 @@ ensure_pkgs() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    [ "$(id -u)" -eq 0 ] || die "need root to install: ${missing[*]}"
+    if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+        die "need root (or sudo) to install: ${missing[*]}"
+    fi
     apt_update_once
     log "installing ${missing[*]}"
     # policy-rc.d keeps the etcd package from starting a system-wide etcd
     local made_policy=0
     if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+        $SUDO chmod 755 /usr/sbin/policy-rc.d
         made_policy=1
     fi
     local rc=0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
-    [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 || rc=$?
+    [ "$made_policy" = 1 ] && $SUDO rm -f /usr/sbin/policy-rc.d
     [ "$rc" = 0 ] || die "apt-get install failed"
 }
 
@@ -199,17 +208,17 @@ ensure_deb_src() {
             }' "$f" >> "$tmplist"
     done
     if [ -s "$tmp822" ]; then
-        install -m 644 "$tmp822" "$out822"
+        $SUDO install -m 644 "$tmp822" "$out822"
         log "wrote $out822"
     fi
     if [ -s "$tmplist" ]; then
-        install -m 644 "$tmplist" "$outlist"
+        $SUDO install -m 644 "$tmplist" "$outlist"
         log "wrote $outlist"
     fi
     rm -f "$tmp822" "$tmplist"
     [ -e "$out822" ] || [ -e "$outlist" ] || die "no apt entry for $codename found to derive deb-src from"
     log "apt-get update (deb-src)"
-    apt-get update -qq >&2
+    $SUDO apt-get update -qq >&2
     APT_UPDATED=1
     apt-cache showsrc kubernetes 2>/dev/null | grep -q '^Package: kubernetes' \
         || die "source package kubernetes not found after adding deb-src"
