@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::kube::Cluster;
-use common::push::{OCI_MANIFEST, push_blob, push_image, push_tagged, put_manifest, random_bytes};
+use common::push::{
+    OCI_MANIFEST, pull_manifest, push_blob, push_image, push_tagged, put_manifest, random_bytes,
+};
 use common::receiver::Receiver;
 use common::{Berth, sha256};
 use reqwest::{Client, StatusCode};
@@ -173,6 +175,12 @@ async fn the_repository_listing_counts_what_each_holds() {
     // Tags with platforms; deleting the repository takes everything.
     let tags = get(&b, &c, "/repositories/team%2Fapp/tags").await;
     assert_eq!(tags[0]["platforms"], json!(["linux/amd64"]));
+    // The image's size is its config's and layer's, not the manifest's.
+    let manifest = pull_manifest(&c, &b, "team/app", tags[0]["name"].as_str().unwrap()).await;
+    let blobs = manifest["config"]["size"].as_i64().unwrap()
+        + manifest["layers"][0]["size"].as_i64().unwrap();
+    assert_eq!(tags[0]["image_size"], blobs, "{tags}");
+    assert_ne!(tags[0]["size"], blobs, "{tags}");
     assert_eq!(
         status(&b, &c, reqwest::Method::DELETE, "/repositories/team%2Fapp").await,
         StatusCode::NO_CONTENT

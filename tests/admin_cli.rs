@@ -311,6 +311,11 @@ async fn repositories_tags_and_manifests() {
     let v1_row = row(&tags, "v1").unwrap();
     assert_eq!(v1_row[1], v1);
     assert!(v1_row.contains(&"linux/amd64".to_owned()), "{tags}");
+    // SIZE is the image's (a 3,000-byte layer and its config), in human
+    // units.
+    assert_eq!(v1_row[3], "kB", "{tags}");
+    let kb: f64 = v1_row[2].parse().unwrap();
+    assert!((3.0..3.2).contains(&kb), "{tags}");
 
     // Immutable tags: v1 cannot move, but pushing the same manifest again
     // (a retried push) is fine.

@@ -491,7 +491,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     &[
                         ("TAG", "name"),
                         ("DIGEST", "digest"),
-                        ("SIZE", "size"),
+                        ("SIZE", "image_size"),
                         ("PLATFORMS", "platforms"),
                         ("PUSHED", "pushed_at"),
                     ],
@@ -519,7 +519,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     &[
                         ("DIGEST", "digest"),
                         ("TYPE", "media_type"),
-                        ("SIZE", "size"),
+                        ("SIZE", "image_size"),
                         ("PLATFORMS", "platforms"),
                         ("TAGS", "tags"),
                         ("PUSHED", "pushed_at"),

@@ -2,6 +2,8 @@
 //! repository summaries and settings, tag and manifest details, the audit
 //! log, and the webhooks and deploy rules created through the API.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use crate::core::Result;
@@ -241,6 +243,46 @@ impl MetaStore {
                 pushed_at: r.get(4),
             })
             .collect())
+    }
+
+    /// The image size of every manifest of `repo`: the bytes of the blobs
+    /// it references (an image's config and layers), each counted once, and
+    /// for an index those of its images. What a client downloads to run
+    /// it, as `docker images` shows it.
+    pub async fn image_sizes(&self, repo: &RepoName) -> Result<HashMap<String, i64>> {
+        let rows = sqlx::query(
+            "SELECT mr.manifest, mr.target, b.size FROM manifest_references mr \
+             LEFT JOIN blobs b ON b.digest = mr.target WHERE mr.repository = $1",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        // A manifest's blobs, and the manifests (an index's images) it names.
+        let mut blobs: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        for r in &rows {
+            let (manifest, target): (String, String) = (r.get(0), r.get(1));
+            match r.get::<Option<i64>, _>(2) {
+                Some(size) => blobs.entry(manifest).or_default().push((target, size)),
+                None => children.entry(manifest).or_default().push(target),
+            }
+        }
+        let mut sizes = HashMap::new();
+        for manifest in blobs.keys().chain(children.keys()) {
+            let mut seen = std::collections::HashSet::new();
+            let mut total = 0;
+            let images =
+                std::iter::once(manifest).chain(children.get(manifest).into_iter().flatten());
+            for image in images {
+                for (digest, size) in blobs.get(image).into_iter().flatten() {
+                    if seen.insert(digest) {
+                        total += size;
+                    }
+                }
+            }
+            sizes.insert(manifest.clone(), total);
+        }
+        Ok(sizes)
     }
 
     /// Every manifest of `repo` with its tags, newest first.

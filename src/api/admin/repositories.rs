@@ -76,7 +76,11 @@ pub struct TagInfo {
     pub name: String,
     pub digest: String,
     pub media_type: String,
+    /// Bytes of the manifest itself.
     pub size: i64,
+    /// Bytes of the blobs it references (an image's config and layers,
+    /// an index's images), each counted once: what a pull downloads.
+    pub image_size: i64,
     /// `os/arch[/variant]` of the image, or of each image of an index.
     pub platforms: Vec<String>,
     pub pushed_at: String,
@@ -88,7 +92,10 @@ pub struct ManifestInfo {
     pub media_type: String,
     pub artifact_type: Option<String>,
     pub subject: Option<String>,
+    /// Bytes of the manifest itself.
     pub size: i64,
+    /// Bytes of the blobs it references, each counted once.
+    pub image_size: i64,
     pub platforms: Vec<String>,
     pub tags: Vec<String>,
     pub pushed_at: String,
@@ -318,10 +325,12 @@ pub(super) async fn list_tags(
     Segments(name): Segments<String>,
 ) -> ApiResult<Json<Vec<TagInfo>>> {
     let repo = existing_repo(&meta, &name).await?;
+    let sizes = meta.image_sizes(&repo).await?;
     let mut tags = Vec::new();
     for t in meta.tag_rows(&repo).await? {
         let platforms = platforms_of(&registry, &meta, &repo, &t.digest, &t.media_type).await;
         tags.push(TagInfo {
+            image_size: sizes.get(&t.digest).copied().unwrap_or(0),
             name: t.name,
             digest: t.digest,
             media_type: t.media_type,
@@ -379,10 +388,12 @@ pub(super) async fn list_manifests(
     Segments(name): Segments<String>,
 ) -> ApiResult<Json<Vec<ManifestInfo>>> {
     let repo = existing_repo(&meta, &name).await?;
+    let sizes = meta.image_sizes(&repo).await?;
     let mut out = Vec::new();
     for m in meta.manifest_summaries(&repo).await? {
         let platforms = platforms_of(&registry, &meta, &repo, &m.digest, &m.media_type).await;
         out.push(ManifestInfo {
+            image_size: sizes.get(&m.digest).copied().unwrap_or(0),
             digest: m.digest,
             media_type: m.media_type,
             artifact_type: m.artifact_type,
