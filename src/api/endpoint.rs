@@ -63,8 +63,12 @@ impl Endpoint {
             if last.is_empty() {
                 return Ok(Endpoint::Uploads(name_of(n - 3)?));
             }
-            // Any other id names an upload too: one berth never issued is
-            // an unknown upload, not an unknown route.
+            // A dot segment climbs out of the path: no endpoint. Any other
+            // id names an upload: one berth never issued is an unknown
+            // upload, not an unknown route.
+            if last == "." || last == ".." {
+                return Err(RegistryError::RouteUnknown);
+            }
             return Ok(Endpoint::Upload(name_of(n - 3)?, last.to_owned()));
         }
         if n >= 2 && segments[n - 2..] == ["blobs", "uploads"] {
@@ -203,6 +207,7 @@ mod tests {
             ("/v2/tags/list", "RouteUnknown"),
             ("/v2/a", "RouteUnknown"),
             ("/v2/a/nothing/here", "RouteUnknown"),
+            ("/v2/a/blobs/uploads/..", "RouteUnknown"),
             ("/v1/a/tags/list", "RouteUnknown"),
         ];
         for (path, expected) in cases {

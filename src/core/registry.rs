@@ -139,6 +139,11 @@ impl Registry {
     }
 
     async fn upload_row(&self, repo: &RepoName, id: &str) -> Result<crate::meta::UploadRow> {
+        // Ids name files and objects in storage: one berth could not have
+        // issued is unknown before it reaches either.
+        if !is_upload_id(id) {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
         self.meta
             .upload(id, repo)
             .await?
@@ -804,6 +809,11 @@ impl Registry {
     pub async fn list_repositories(&self, n: u32, last: Option<&str>) -> Result<Vec<String>> {
         self.meta.list_repositories(n, last).await
     }
+}
+
+/// Whether `id` could be an upload id berth issued (a UUID's characters).
+fn is_upload_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// A `Range: bytes=...` request before the blob's size is known.
