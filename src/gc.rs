@@ -14,7 +14,6 @@ pub struct GarbageCollector {
     registry: Arc<Registry>,
     meta: MetaStore,
     config: GcConfig,
-    running: tokio::sync::Mutex<()>,
 }
 
 impl GarbageCollector {
@@ -23,37 +22,31 @@ impl GarbageCollector {
             registry,
             meta,
             config,
-            running: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Runs now, unless a run is in progress (then `Conflict`).
+    /// Runs now, unless a run is in progress here or elsewhere (then
+    /// `Conflict`).
     pub async fn run(&self, dry_run: bool) -> Result<GcReport> {
-        let _running = self
-            .running
-            .try_lock()
-            .map_err(|_| RegistryError::Conflict("garbage collection is running already".into()))?;
-        let result = self
-            .registry
+        self.registry
             .collect_garbage(self.config.options(dry_run))
-            .await;
-        if result.is_err() {
-            crate::metrics::gc_finished(None, dry_run);
-        }
-        result
+            .await
     }
 
     /// Starts a run in the background; `Conflict` if one is in progress,
-    /// here or in another process sharing the metadata.
+    /// here or in another process sharing the metadata. The run holds its
+    /// lease before this returns, so it shows as running at once.
     pub async fn start(self: &Arc<Self>, dry_run: bool) -> Result<()> {
-        if self.is_running().await? {
-            return Err(RegistryError::Conflict(
-                "garbage collection is running already".into(),
-            ));
-        }
+        let lease = self.registry.take_gc_lease().await.map_err(|e| match e {
+            RegistryError::Conflict(_) => {
+                RegistryError::Conflict("garbage collection is running already".into())
+            }
+            other => other,
+        })?;
         let gc = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = gc.run(dry_run).await {
+            let options = gc.config.options(dry_run);
+            if let Err(e) = gc.registry.collect_garbage_holding(lease, options).await {
                 tracing::warn!(error = %e, "garbage collection");
             }
         });
@@ -63,8 +56,7 @@ impl GarbageCollector {
     /// Whether a collection runs, in this process or any other sharing
     /// the metadata (a replica, `berth gc`).
     pub async fn is_running(&self) -> Result<bool> {
-        Ok(self.running.try_lock().is_err()
-            || self.meta.lease_taken(crate::core::gc::GC_LEASE).await?)
+        self.meta.lease_taken(crate::core::gc::GC_LEASE).await
     }
 
     /// The newest run's report, from this process or any other.

@@ -15,7 +15,7 @@
 //! wins cleanly: a blob a push references is never lost. The grace period
 //! keeps what a push in progress has uploaded but not yet referenced.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,33 +74,71 @@ fn gc_origin() -> Origin {
     }
 }
 
+/// The right to collect: the lease no other process collects while this
+/// one is held.
+pub struct GcLease {
+    holder: String,
+}
+
 impl Registry {
-    /// Collects garbage, unless another process sharing the metadata is
-    /// collecting (then `Conflict`): two collectors would only get in each
-    /// other's way.
-    pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport> {
+    /// Takes the collector's lease, unless another collection holds it
+    /// (then `Conflict`): two collectors would only get in each other's way.
+    pub async fn take_gc_lease(&self) -> Result<GcLease> {
         let holder = uuid::Uuid::new_v4().to_string();
         if !self.meta.hold_lease(GC_LEASE, &holder, LEASE_MS).await? {
             return Err(RegistryError::Conflict(
                 "garbage collection is running in another berth process".into(),
             ));
         }
+        Ok(GcLease { holder })
+    }
+
+    /// Collects garbage, unless another collection is running.
+    pub async fn collect_garbage(&self, options: GcOptions) -> Result<GcReport> {
+        let lease = self.take_gc_lease().await?;
+        self.collect_garbage_holding(lease, options).await
+    }
+
+    /// Collects garbage under `lease`, which it gives back. The report is
+    /// written as the lease goes, in one transaction, and counted before
+    /// either is visible: whoever sees the report sees the run over (and
+    /// counted), and may start the next.
+    pub async fn collect_garbage_holding(
+        &self,
+        lease: GcLease,
+        options: GcOptions,
+    ) -> Result<GcReport> {
+        let started_ms = now_ms();
         let result = self
             .meta
             .renewing(
                 GC_LEASE,
-                &holder,
+                &lease.holder,
                 LEASE_MS,
-                self.collect_garbage_now(options),
+                self.collect_garbage_now(started_ms, options),
             )
             .await;
-        self.meta.release_lease(GC_LEASE, &holder).await?;
-        result
+        match result {
+            Ok(report) => {
+                let json = serde_json::to_string(&report).unwrap_or_default();
+                let _counting = crate::metrics::counting().await;
+                self.meta
+                    .finish_gc_run(GC_LEASE, &lease.holder, started_ms, options.dry_run, &json)
+                    .await?;
+                crate::metrics::gc_finished(Some(&report), options.dry_run);
+                tracing::info!(report = %json, "garbage collection finished");
+                Ok(report)
+            }
+            Err(e) => {
+                crate::metrics::gc_finished(None, options.dry_run);
+                self.meta.release_lease(GC_LEASE, &lease.holder).await?;
+                Err(e)
+            }
+        }
     }
 
-    async fn collect_garbage_now(&self, options: GcOptions) -> Result<GcReport> {
-        let started = SystemTime::now();
-        let started_ms = now_ms();
+    async fn collect_garbage_now(&self, started_ms: i64, options: GcOptions) -> Result<GcReport> {
+        let started = UNIX_EPOCH + Duration::from_millis(started_ms as u64);
         let cutoff = started_ms - options.grace.as_millis() as i64;
         let mut report = GcReport {
             dry_run: options.dry_run,
@@ -129,15 +167,7 @@ impl Registry {
         if !options.dry_run {
             self.meta.purge_expired_leases().await?;
         }
-        report.duration_ms = started.elapsed().unwrap_or_default().as_millis() as u64;
-        let json = serde_json::to_string(&report).unwrap_or_default();
-        // The report and the run's count appear together to a scrape.
-        let _counting = crate::metrics::counting().await;
-        self.meta
-            .record_gc_run(started_ms, now_ms(), options.dry_run, &json)
-            .await?;
-        crate::metrics::gc_finished(Some(&report), options.dry_run);
-        tracing::info!(report = %json, "garbage collection finished");
+        report.duration_ms = (now_ms() - started_ms).max(0) as u64;
         Ok(report)
     }
 

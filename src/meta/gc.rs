@@ -7,7 +7,7 @@ use sqlx::Row;
 use crate::core::Result;
 use crate::core::event::Event;
 use crate::core::names::Digest;
-use crate::meta::MetaStore;
+use crate::meta::{MetaStore, now_ms};
 
 /// A manifest nothing needs any more: no tag, no manifest that points at
 /// it, no subject it refers to, and no rollout that ran it. `?1` is the
@@ -243,23 +243,32 @@ impl MetaStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    pub async fn record_gc_run(
+    /// Records a finished run's report and gives back the collector's
+    /// lease `lease` held by `holder`, in one transaction.
+    pub async fn finish_gc_run(
         &self,
+        lease: &str,
+        holder: &str,
         started_at: i64,
-        finished_at: i64,
         dry_run: bool,
         report: &str,
     ) -> Result<()> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO gc_runs (started_at, finished_at, dry_run, report) VALUES ($1, $2, $3, $4)",
         )
         .bind(started_at)
-        .bind(finished_at)
+        .bind(now_ms())
         .bind(dry_run as i64)
         .bind(report)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(())
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")
+            .bind(lease)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
     }
 
     /// The newest run's report (JSON).
