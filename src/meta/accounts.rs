@@ -49,6 +49,7 @@ impl MetaStore {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -59,6 +60,7 @@ impl MetaStore {
             .bind(name)
             .execute(&self.pool)
             .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -68,6 +70,7 @@ impl MetaStore {
             .bind(name)
             .execute(&self.pool)
             .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -117,6 +120,7 @@ impl MetaStore {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -127,6 +131,7 @@ impl MetaStore {
             .bind(namespace.as_str())
             .execute(&self.pool)
             .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -220,6 +220,7 @@ impl MetaStore {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -366,6 +367,7 @@ impl MetaStore {
         .bind(a.detail)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -439,6 +441,7 @@ impl MetaStore {
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -453,6 +456,7 @@ impl MetaStore {
         .bind(kind)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -462,6 +466,7 @@ impl MetaStore {
             .bind(kind)
             .execute(&self.pool)
             .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -478,6 +483,7 @@ impl MetaStore {
         .bind(sink)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 }

@@ -1,12 +1,12 @@
 //! The outbox and what became of it: events, their deliveries to sinks,
 //! every delivery attempt, and deploy records.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 use crate::core::Result;
 use crate::core::event::{Action, Event, Origin};
-use crate::meta::{MetaStore, now_ms};
+use crate::meta::{MetaStore, WriteTx, now_ms};
 
 /// How a delivery attempt ended.
 pub enum AttemptOutcome {
@@ -158,7 +158,7 @@ macro_rules! deploy_columns {
 
 impl MetaStore {
     /// Writes an event inside the transaction of the change it describes.
-    pub(crate) async fn insert_event(tx: &mut Transaction<'_, Any>, e: &Event) -> Result<()> {
+    pub(crate) async fn insert_event(tx: &mut WriteTx, e: &Event) -> Result<()> {
         sqlx::query(
             "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \
              actor, request_id, request_addr, request_host, request_method, user_agent) \
@@ -359,6 +359,7 @@ impl MetaStore {
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await?;
+        self.durable().await?;
         count_if_final(d.state);
         Ok(id)
     }
@@ -382,6 +383,7 @@ impl MetaStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         let updated = done.rows_affected() == 1;
         if updated {
             count_if_final(state);

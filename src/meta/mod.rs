@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin;
+mod durable;
 mod events;
 mod gc;
 
@@ -47,6 +48,39 @@ pub enum Dialect {
 pub struct MetaStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite's group commit; PostgreSQL syncs each commit itself.
+    wal: Option<std::sync::Arc<durable::WalSync>>,
+}
+
+/// A transaction that writes. [`WriteTx::commit`] returns once the change
+/// is on disk; dropping it uncommitted rolls it back.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    wal: Option<std::sync::Arc<durable::WalSync>>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        match &self.wal {
+            Some(wal) => wal.durable().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 /// An upload in progress.
@@ -130,11 +164,25 @@ impl MetaStore {
             Dialect::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await,
         };
         migrated.map_err(|e| crate::core::RegistryError::Internal(format!("migrations: {e}")))?;
-        Ok(MetaStore { pool, dialect })
+        let wal = match location {
+            Location::Sqlite(path) => Some(std::sync::Arc::new(durable::WalSync::new(path))),
+            Location::Postgres(_) => None,
+        };
+        Ok(MetaStore { pool, dialect, wal })
     }
 
-    /// Every commit waits for the disk (`synchronous=FULL`); WAL lets
-    /// readers go on while one writer writes.
+    /// Returns once every write this process committed is on disk: after
+    /// a write that is not in a [`WriteTx`]. (PostgreSQL is durable at
+    /// commit.)
+    pub(crate) async fn durable(&self) -> Result<()> {
+        match &self.wal {
+            Some(wal) => wal.durable().await,
+            None => Ok(()),
+        }
+    }
+
+    /// WAL lets readers go on while one writer writes. Commits are made
+    /// durable by group commit ([`durable`]), not one sync each.
     async fn open_sqlite(path: &std::path::Path) -> Result<AnyPool> {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
@@ -142,7 +190,7 @@ impl MetaStore {
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
-                        "PRAGMA busy_timeout = 30000; PRAGMA synchronous = FULL; \
+                        "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; \
                          PRAGMA foreign_keys = ON;",
                     )
                     .await?;
@@ -172,7 +220,7 @@ impl MetaStore {
     /// In a shared database, tells the other replicas to drop their cached
     /// reads, as part of `tx`: for deletes, the only changes to what they
     /// cache (manifests by digest, blob sizes).
-    pub(crate) async fn announce_delete(&self, tx: &mut Transaction<'_, Any>) -> Result<()> {
+    pub(crate) async fn announce_delete(&self, tx: &mut WriteTx) -> Result<()> {
         if self.is_shared() {
             sqlx::query("UPDATE cache_epoch SET n = n + 1 WHERE id = 1")
                 .execute(&mut **tx)
@@ -186,7 +234,7 @@ impl MetaStore {
     /// one advisory lock, so transactions that check before they write see
     /// each other's effects exactly as on SQLite, whichever replica runs
     /// them.
-    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -194,7 +242,10 @@ impl MetaStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        Ok(tx)
+        Ok(WriteTx {
+            tx,
+            wal: self.wal.clone(),
+        })
     }
 
     /// `sqlite` or `postgres`, whichever this store speaks.
@@ -312,7 +363,7 @@ impl MetaStore {
         })
     }
 
-    async fn ensure_repository(tx: &mut Transaction<'_, Any>, repo: &RepoName) -> Result<()> {
+    async fn ensure_repository(tx: &mut WriteTx, repo: &RepoName) -> Result<()> {
         sqlx::query(
             "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -344,6 +395,7 @@ impl MetaStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -386,6 +438,7 @@ impl MetaStore {
         .bind(from as i64)
         .execute(&self.pool)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
