@@ -624,6 +624,49 @@ async fn tag_list_is_sorted_and_paged() {
 
     let r = get(&c, &b, "/v2/no/such/repo/tags/list").await;
     expect_error(r, StatusCode::NOT_FOUND, "NAME_UNKNOWN").await;
+
+    // Lists are answered from memory once read: a push and a delete show at
+    // once, and a tag differing only in case has its own place.
+    for tag in ["A", "v3"] {
+        let r = put_manifest(&c, &b, "t/img", tag, OCI_MANIFEST, &manifest).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = delete(&c, &b, "/v2/t/img/manifests/latest").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let all = ["_x", "A", "a", "B", "v10", "v2", "v3"];
+    let r = get(&c, &b, "/v2/t/img/tags/list").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["tags"], json!(all));
+    // Every page, for every page size, following the Link headers, lists
+    // each tag once, in order.
+    for n in 1..=all.len() + 1 {
+        let mut seen = Vec::new();
+        let mut next = Some(format!("/v2/t/img/tags/list?n={n}"));
+        while let Some(path) = next {
+            let r = get(&c, &b, &path).await;
+            next = r.headers().get("link").map(|l| {
+                l.to_str()
+                    .unwrap()
+                    .split(['<', '>'])
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            });
+            let page = r.json::<Value>().await.unwrap()["tags"].clone();
+            seen.extend(
+                page.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned()),
+            );
+        }
+        assert_eq!(seen, all, "n={n}");
+    }
+    // A `last` that is no tag falls between tags.
+    let r = get(&c, &b, "/v2/t/img/tags/list?last=Aa").await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["tags"],
+        json!(["B", "v10", "v2", "v3"])
+    );
 }
 
 /// Sends a request exactly as written: HTTP clients normalise paths (`..`)

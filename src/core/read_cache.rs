@@ -1,7 +1,7 @@
-//! The hottest reads, answered from memory: manifests by reference and
-//! blob sizes per repository. A pull otherwise crosses to a database thread
-//! and back for each of them, which costs more than everything else the
-//! request does.
+//! The hottest reads, answered from memory: manifests by reference, tag
+//! lists and blob sizes, per repository. A pull otherwise crosses to a
+//! database thread and back for each of them, which costs more than
+//! everything else the request does.
 //!
 //! On an SQLite file the cache is exact, not eventually consistent: this
 //! process is the only writer of its metadata store, and every write that
@@ -12,53 +12,59 @@
 //! deleting transaction bumps, within a poll interval.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::meta::ManifestRow;
 
-/// Entries kept per map; past this the map starts over.
-const CAPACITY: usize = 10_000;
+/// Entries (manifests, tag names, blob sizes) kept in all; past this the
+/// cache starts over. Bounds its memory to a few MiB.
+const CAPACITY: usize = 50_000;
 
-struct Map<K, V> {
-    entries: RwLock<HashMap<K, V>>,
+/// What is cached of one repository.
+#[derive(Default)]
+struct Repository {
+    /// By reference: a tag or a digest.
+    manifests: HashMap<String, Arc<ManifestRow>>,
+    /// Every tag, in the order the tag list pages through them.
+    tags: Option<Arc<Vec<String>>>,
+    blob_sizes: HashMap<String, u64>,
 }
 
-impl<K: Eq + Hash, V: Clone> Map<K, V> {
-    fn new() -> Self {
-        Map {
-            entries: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn get(&self, key: &K) -> Option<V> {
-        self.entries.read().expect("cache lock").get(key).cloned()
-    }
-
-    fn insert(&self, key: K, value: V) {
-        let mut entries = self.entries.write().expect("cache lock");
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(key, value);
-    }
-
-    fn retain(&self, keep: impl Fn(&K) -> bool) {
-        self.entries
-            .write()
-            .expect("cache lock")
-            .retain(|k, _| keep(k));
+impl Repository {
+    fn entries(&self) -> usize {
+        self.manifests.len() + self.tags.as_ref().map_or(0, |t| t.len()) + self.blob_sizes.len()
     }
 }
 
-/// `(repository, reference)` and `(repository, digest)` keys.
-type Key = (String, String);
+#[derive(Default)]
+struct Repositories {
+    by_name: HashMap<String, Repository>,
+    entries: usize,
+}
+
+impl Repositories {
+    /// The entry of `repo`, to add `adding` entries to; the whole cache
+    /// starts over first if that would pass the capacity.
+    fn entry(&mut self, repo: &str, adding: usize) -> &mut Repository {
+        if self.entries + adding > CAPACITY {
+            self.by_name.clear();
+            self.entries = 0;
+        }
+        self.entries += adding;
+        self.by_name.entry(repo.to_owned()).or_default()
+    }
+
+    fn remove(&mut self, repo: &str) -> Option<Repository> {
+        let removed = self.by_name.remove(repo)?;
+        self.entries -= removed.entries();
+        Some(removed)
+    }
+}
 
 pub struct ReadCache {
     generation: AtomicU64,
-    manifests: Map<Key, Arc<ManifestRow>>,
-    blob_sizes: Map<Key, u64>,
+    repos: RwLock<Repositories>,
 }
 
 /// Taken before reading the store; an answer read under a stale ticket is
@@ -70,8 +76,7 @@ impl ReadCache {
     pub fn new() -> ReadCache {
         ReadCache {
             generation: AtomicU64::new(0),
-            manifests: Map::new(),
-            blob_sizes: Map::new(),
+            repos: RwLock::new(Repositories::default()),
         }
     }
 
@@ -83,54 +88,93 @@ impl ReadCache {
         self.generation.load(Ordering::Acquire) == ticket.0
     }
 
+    fn read<T>(&self, repo: &str, f: impl FnOnce(&Repository) -> Option<T>) -> Option<T> {
+        f(self.repos.read().expect("cache lock").by_name.get(repo)?)
+    }
+
+    /// Runs `f` on `repo`'s entry if nothing was written since `ticket`.
+    fn write(&self, ticket: Ticket, repo: &str, adding: usize, f: impl FnOnce(&mut Repository)) {
+        let mut repos = self.repos.write().expect("cache lock");
+        // Checked under the lock: a write that invalidates takes it too.
+        if self.current(ticket) {
+            f(repos.entry(repo, adding));
+        }
+    }
+
+    /// After a write committed: no read that began before it caches.
+    fn invalidate(&self, f: impl FnOnce(&mut Repositories)) {
+        let mut repos = self.repos.write().expect("cache lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        f(&mut repos);
+    }
+
     pub fn manifest(&self, repo: &str, reference: &str) -> Option<Arc<ManifestRow>> {
-        self.manifests.get(&(repo.to_owned(), reference.to_owned()))
+        self.read(repo, |r| r.manifests.get(reference).cloned())
     }
 
     pub fn put_manifest(&self, ticket: Ticket, repo: &str, reference: &str, row: Arc<ManifestRow>) {
-        if self.current(ticket) {
-            self.manifests
-                .insert((repo.to_owned(), reference.to_owned()), row);
-        }
+        self.write(ticket, repo, 1, |r| {
+            r.manifests.insert(reference.to_owned(), row);
+        });
+    }
+
+    /// Every tag of `repo`, if cached.
+    pub fn tags(&self, repo: &str) -> Option<Arc<Vec<String>>> {
+        self.read(repo, |r| r.tags.clone())
+    }
+
+    pub fn put_tags(&self, ticket: Ticket, repo: &str, tags: Arc<Vec<String>>) {
+        self.write(ticket, repo, tags.len(), |r| r.tags = Some(tags));
     }
 
     pub fn blob_size(&self, repo: &str, digest: &str) -> Option<u64> {
-        self.blob_sizes.get(&(repo.to_owned(), digest.to_owned()))
+        self.read(repo, |r| r.blob_sizes.get(digest).copied())
     }
 
     pub fn put_blob_size(&self, ticket: Ticket, repo: &str, digest: &str, size: u64) {
-        if self.current(ticket) {
-            self.blob_sizes
-                .insert((repo.to_owned(), digest.to_owned()), size);
-        }
+        self.write(ticket, repo, 1, |r| {
+            r.blob_sizes.insert(digest.to_owned(), size);
+        });
     }
 
     /// After a write committed that changes what `repo`'s manifests or tags
     /// answer.
     pub fn forget_manifests(&self, repo: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.manifests.retain(|(r, _)| r != repo);
+        self.invalidate(|repos| {
+            if let Some(mut r) = repos.remove(repo) {
+                // Blob sizes stand: put them back.
+                r.manifests.clear();
+                r.tags = None;
+                if !r.blob_sizes.is_empty() {
+                    let adding = r.blob_sizes.len();
+                    *repos.entry(repo, adding) = r;
+                }
+            }
+        });
     }
 
     /// After `repo` was deleted with everything in it.
     pub fn forget_repository(&self, repo: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.manifests.retain(|(r, _)| r != repo);
-        self.blob_sizes.retain(|(r, _)| r != repo);
+        self.invalidate(|repos| {
+            repos.remove(repo);
+        });
     }
 
     /// After a change this process cannot pin down (another process
     /// collected garbage).
     pub fn clear(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.manifests.retain(|_| false);
-        self.blob_sizes.retain(|_| false);
+        self.invalidate(|repos| *repos = Repositories::default());
     }
 
     /// After a blob was unlinked from `repo`.
     pub fn forget_blob(&self, repo: &str, digest: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        self.blob_sizes.retain(|(r, d)| !(r == repo && d == digest));
+        self.invalidate(|repos| {
+            if let Some(r) = repos.by_name.get_mut(repo)
+                && r.blob_sizes.remove(digest).is_some()
+            {
+                repos.entries -= 1;
+            }
+        });
     }
 }
 
@@ -160,14 +204,19 @@ mod tests {
         let before = cache.ticket();
         cache.forget_manifests("a");
         cache.put_manifest(before, "a", "latest", row());
+        cache.put_tags(before, "a", Arc::new(vec!["latest".into()]));
         assert!(cache.manifest("a", "latest").is_none());
+        assert!(cache.tags("a").is_none());
         let after = cache.ticket();
         cache.put_manifest(after, "a", "latest", row());
+        cache.put_tags(after, "a", Arc::new(vec!["latest".into()]));
         assert!(cache.manifest("a", "latest").is_some());
         cache.forget_manifests("b");
         assert!(cache.manifest("a", "latest").is_some());
+        assert!(cache.tags("a").is_some());
         cache.forget_manifests("a");
         assert!(cache.manifest("a", "latest").is_none());
+        assert!(cache.tags("a").is_none());
     }
 
     #[test]
@@ -179,5 +228,22 @@ mod tests {
         cache.forget_blob("a", "d1");
         assert_eq!(cache.blob_size("a", "d1"), None);
         assert_eq!(cache.blob_size("b", "d1"), Some(5));
+        // A push to a repository keeps its blob sizes.
+        cache.forget_manifests("b");
+        assert_eq!(cache.blob_size("b", "d1"), Some(5));
+        cache.forget_repository("b");
+        assert_eq!(cache.blob_size("b", "d1"), None);
+    }
+
+    #[test]
+    fn the_cache_starts_over_past_its_capacity() {
+        let cache = ReadCache::new();
+        let t = cache.ticket();
+        cache.put_blob_size(t, "first", "d", 1);
+        let many = Arc::new(vec![String::new(); CAPACITY]);
+        cache.put_tags(t, "big", many);
+        assert_eq!(cache.blob_size("first", "d"), None);
+        assert!(cache.tags("big").is_some());
+        assert_eq!(cache.repos.read().unwrap().entries, CAPACITY);
     }
 }

@@ -791,24 +791,59 @@ impl Registry {
 
     // ---- listings ------------------------------------------------------
 
-    /// One page of `repo`'s tags: up to `n` after `last`.
+    /// One page of `repo`'s tags: up to `n` after `last`, in the order
+    /// of [`tag_order`].
     pub async fn list_tags(
         &self,
         repo: &RepoName,
         n: u32,
         last: Option<&str>,
     ) -> Result<Vec<String>> {
-        let tags = self.meta.list_tags(repo, n, last).await?;
-        if tags.is_empty() && !self.meta.repository_exists(repo).await? {
-            return Err(RegistryError::NameUnknown(repo.to_string()));
+        // Replicas read tags fresh: another may have moved them.
+        if self.meta.is_shared() {
+            let tags = self.meta.list_tags(repo, n, last).await?;
+            if tags.is_empty() && !self.meta.repository_exists(repo).await? {
+                return Err(RegistryError::NameUnknown(repo.to_string()));
+            }
+            return Ok(tags);
         }
-        Ok(tags)
+        let tags = match self.cache.tags(repo.as_str()) {
+            Some(tags) => tags,
+            None => {
+                let ticket = self.cache.ticket();
+                let tags = self.meta.list_tags(repo, u32::MAX, None).await?;
+                if tags.is_empty() && !self.meta.repository_exists(repo).await? {
+                    return Err(RegistryError::NameUnknown(repo.to_string()));
+                }
+                let tags = Arc::new(tags);
+                self.cache.put_tags(ticket, repo.as_str(), tags.clone());
+                tags
+            }
+        };
+        let start = match last {
+            Some(last) => {
+                tags.partition_point(|t| tag_order(t, last) != std::cmp::Ordering::Greater)
+            }
+            None => 0,
+        };
+        let end = start.saturating_add(n as usize).min(tags.len());
+        Ok(tags[start..end].to_vec())
     }
 
     /// One page of repository names: up to `n` after `last`.
     pub async fn list_repositories(&self, n: u32, last: Option<&str>) -> Result<Vec<String>> {
         self.meta.list_repositories(n, last).await
     }
+}
+
+/// The order tags are listed in, as the metadata store sorts them:
+/// case-insensitive (ASCII letters, as SQLite's NOCASE), ties broken by
+/// bytes so that every tag has one place and paging is exact.
+pub fn tag_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn lower(s: &str) -> impl Iterator<Item = u8> + '_ {
+        s.bytes().map(|c| c.to_ascii_lowercase())
+    }
+    lower(a).cmp(lower(b)).then_with(|| a.cmp(b))
 }
 
 /// Whether `id` could be an upload id berth issued (a UUID's characters).
