@@ -124,6 +124,13 @@ impl App {
     }
 }
 
+/// Makes ring the process's TLS crypto provider, the one linked in. TLS
+/// clients that take the process's provider (the S3 client's) need it
+/// installed; calling this again does nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// This machine's name, as the kernel knows it.
 fn host_name() -> String {
     let mut buf = [0u8; 256];

@@ -123,10 +123,7 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
-    // Two TLS backends are linked in (ring, and aws-lc through the S3
-    // client), so rustls cannot pick one by itself: every TLS client and
-    // server (Kubernetes, webhooks, S3, the listener) uses ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    berth::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

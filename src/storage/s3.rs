@@ -149,6 +149,7 @@ fn is_not_found(e: &object_store::Error) -> bool {
 
 impl S3Store {
     pub fn open(config: &S3Config) -> anyhow::Result<S3Store> {
+        crate::install_crypto_provider();
         // Credentials and settings the file leaves out come from the
         // environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
         let mut builder = AmazonS3Builder::from_env()
@@ -620,6 +621,7 @@ mod tests {
 
     #[test]
     fn part_sizes_keep_large_layers_under_ten_thousand_parts() {
+        crate::install_crypto_provider();
         let store = S3Store {
             store: Arc::new(
                 AmazonS3Builder::new()

@@ -83,9 +83,6 @@ enum Pull {
 
 impl Kubelet {
     async fn register(kubeconfig: &Path, name: &str) -> Kubelet {
-        // berth links two TLS backends (ring, and aws-lc through the S3
-        // client), so rustls needs to be told which, as berth's main does.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let file = kube::config::Kubeconfig::read_from(kubeconfig).expect("read the kubeconfig");
         let config =
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())

@@ -135,6 +135,8 @@ impl S3Bucket {
 
     /// A client of this bucket, to look at what berth stored.
     pub fn store(&self) -> AmazonS3 {
+        // Its TLS takes the process's crypto provider, as berth's does.
+        berth::install_crypto_provider();
         AmazonS3Builder::new()
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
