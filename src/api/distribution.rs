@@ -249,9 +249,9 @@ async fn start_upload(
     } else if query.get("digest").is_some() {
         let digest = query.digest()?;
         let (_, length) = chunk_headers(headers)?;
-        let id = registry.start_upload(repo).await?;
-        let chunk = Some((Some(0), length, body_stream(body)));
-        registry.finish_upload(repo, &id, &digest, chunk).await?;
+        registry
+            .push_blob(repo, &digest, length, body_stream(body))
+            .await?;
         return Ok(blob_created(repo, &digest));
     }
     let id = registry.start_upload(repo).await?;

@@ -123,14 +123,46 @@ impl Registry {
 
     // ---- uploads -------------------------------------------------------
 
-    /// Opens a new upload session in `repo` and returns its id.
+    /// Opens a new upload session in `repo` and returns its id. The
+    /// session survives a power cut once this returns.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        self.open_upload(repo, true).await
+    }
+
+    async fn open_upload(&self, repo: &RepoName, durable: bool) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.blobs.create_upload(&id).await?;
+        self.blobs.create_upload(&id, durable).await?;
         self.meta
-            .create_upload(&id, repo, &UploadHasher::default().save())
+            .create_upload(&id, repo, &UploadHasher::default().save(), durable)
             .await?;
         Ok(id)
+    }
+
+    /// Pushes a whole blob in one request (`POST ?digest=`): an upload no
+    /// client sees, so nothing of it needs to outlive a power cut until
+    /// the blob is committed, which is synced as any commit is.
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        length: Option<u64>,
+        body: impl BodyStream,
+    ) -> Result<()> {
+        let id = self.open_upload(repo, false).await?;
+        let pushed = self
+            .finish_upload(repo, &id, digest, Some((Some(0), length, body)))
+            .await;
+        if pushed.is_err() {
+            // A body cut short or refused: its bytes go now, not at the
+            // next garbage collection (a mismatched digest discarded them
+            // already).
+            if let Ok(row) = self.upload_row(repo, &id).await
+                && let Err(e) = self.discard_upload(&id, row.storage_state.as_deref()).await
+            {
+                tracing::warn!(upload = id, error = %e, "discarding a failed push");
+            }
+        }
+        pushed
     }
 
     /// How many bytes the upload holds.

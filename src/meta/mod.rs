@@ -382,7 +382,15 @@ impl MetaStore {
         Ok(row.is_some())
     }
 
-    pub async fn create_upload(&self, id: &str, repo: &RepoName, hash_state: &[u8]) -> Result<()> {
+    /// Records a new upload; `durable`: on disk before this returns (a
+    /// session a client was told of).
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        hash_state: &[u8],
+        durable: bool,
+    ) -> Result<()> {
         let now = now_ms();
         sqlx::query(
             "INSERT INTO uploads (id, repository, size, hash_state, created_at, updated_at) \
@@ -395,7 +403,9 @@ impl MetaStore {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        self.durable().await?;
+        if durable {
+            self.durable().await?;
+        }
         Ok(())
     }
 

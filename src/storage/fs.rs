@@ -72,10 +72,19 @@ impl FsStore {
         self.root.join("uploads").join(upload)
     }
 
-    /// Creates the empty, synced file of a new upload.
-    pub async fn create_upload(&self, upload: &str) -> Result<()> {
+    /// Creates the empty file of a new upload; `durable`: synced, with its
+    /// directory entry, so that a power cut does not lose the session.
+    pub async fn create_upload(&self, upload: &str, durable: bool) -> Result<()> {
         let path = self.upload_path(upload);
-        blocking(move || File::create(&path)?.sync_all()).await
+        blocking(move || {
+            let file = File::create(&path)?;
+            if durable {
+                file.sync_all()?;
+                sync_dir(path.parent().expect("uploads/ holds uploads"))?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Writes the stream at `offset` of an upload, hashing as the bytes pass,
@@ -172,7 +181,7 @@ impl FsStore {
                 sync_dir(algorithm_dir)?;
                 sync_dir(algorithm_dir.parent().expect("algorithm dir has a parent"))?;
             }
-            File::open(&from)?.sync_all()?;
+            // The bytes were synced by the append that wrote them.
             std::fs::rename(&from, &to)?;
             sync_dir(shard)
         })

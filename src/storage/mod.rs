@@ -100,10 +100,12 @@ impl BlobStore {
         }
     }
 
-    /// Prepares a new, empty upload.
-    pub async fn create_upload(&self, upload: &str) -> Result<()> {
+    /// Starts an upload's bytes. `durable`: the upload outlives a power cut
+    /// from here on (a session the client goes on with); otherwise only
+    /// what finishing it makes durable counts (a monolithic push).
+    pub async fn create_upload(&self, upload: &str, durable: bool) -> Result<()> {
         match self {
-            BlobStore::Fs(s) => s.create_upload(upload).await,
+            BlobStore::Fs(s) => s.create_upload(upload, durable).await,
             // Nothing to make: an empty upload has no parts and no tail.
             BlobStore::S3(_) => Ok(()),
         }
