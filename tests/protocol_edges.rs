@@ -508,3 +508,41 @@ async fn every_endpoint_answers_malformed_input_with_the_spec_code() {
     assert_eq!(r.status(), 204);
     assert_eq!(r.headers()["range"], "0-0");
 }
+
+#[tokio::test]
+async fn an_answer_that_left_the_body_unread_closes_the_connection() {
+    let b = Berth::start();
+    let c = reqwest::Client::new();
+    let r = c
+        .post(b.url("/v2/edge/repo/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    let upload = r.headers()["location"].to_str().unwrap().to_owned();
+    // A chunk refused before its body was read: the client must not send
+    // the next request down a connection still holding those bytes.
+    let r = c
+        .patch(b.url(&upload))
+        .header("Content-Range", "5-7")
+        .body(vec![0u8; 3])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    // Requests without a body, and bodies read to their end, keep it.
+    let r = c.get(b.url("/v2/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("connection").is_none(), "{r:?}");
+    let r = c
+        .patch(b.url(&upload))
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(r.headers().get("connection").is_none(), "{r:?}");
+}

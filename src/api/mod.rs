@@ -67,7 +67,7 @@ pub fn router(state: AppState) -> Router {
             API_VERSION,
             HeaderValue::from_static("registry/2.0"),
         ))
-        .layer(axum::middleware::from_fn(unread_body::close_if_unread))
+        .layer(unread_body::CloseIfUnreadLayer)
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         // Every request gets an id (or keeps the one it came with), which
         // the log lines, the response and the events it causes all carry.

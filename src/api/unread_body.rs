@@ -11,24 +11,64 @@ use std::task::{Context, Poll};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
+use futures_util::future::{BoxFuture, Either};
 use http_body::Frame;
 
-pub async fn close_if_unread(request: Request, next: Next) -> Response {
-    let read = Arc::new(AtomicBool::new(false));
-    let (parts, body) = request.into_parts();
-    let body = Body::new(Tracked {
-        inner: body,
-        read: read.clone(),
-    });
-    let mut response = next.run(Request::from_parts(parts, body)).await;
-    if !read.load(Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Closes the connection after an answer that left request body bytes
+/// unread. A plain tower layer (like the metrics' one): it sits on every
+/// request, and requests without a body, most of them, pass untouched.
+#[derive(Clone, Copy, Default)]
+pub struct CloseIfUnreadLayer;
+
+impl<S> tower::Layer<S> for CloseIfUnreadLayer {
+    type Service = CloseIfUnread<S>;
+
+    fn layer(&self, inner: S) -> CloseIfUnread<S> {
+        CloseIfUnread { inner }
     }
-    response
+}
+
+#[derive(Clone)]
+pub struct CloseIfUnread<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for CloseIfUnread<S>
+where
+    S: tower::Service<Request, Response = Response>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.body().is_end_stream() {
+            return Either::Left(self.inner.call(request));
+        }
+        let read = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| {
+            Body::new(Tracked {
+                inner: body,
+                read: read.clone(),
+            })
+        });
+        let answer = self.inner.call(request);
+        Either::Right(Box::pin(async move {
+            let mut response = answer.await?;
+            if !read.load(Ordering::Acquire) {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(response)
+        }))
+    }
 }
 
 /// A request body that records whether it was read to its end.
