@@ -118,6 +118,7 @@ impl App {
                 if let Err(e) = registry.flush_pulls().await {
                     tracing::warn!(error = %e, "recording pull times");
                 }
+                release_free_memory();
             }
         });
         Ok(())
@@ -129,6 +130,15 @@ impl App {
 /// installed; calling this again does nothing.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Gives the pages malloc holds free back to the system, so that memory
+/// a burst of work took does not stay with an idle berth.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only returns free pages of glibc's heaps.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// This machine's name, as the kernel knows it.

@@ -120,8 +120,14 @@ fn main() -> std::process::ExitCode {
     // tokio's worker and blocking threads that multiplies peak memory for
     // no speed gained. Two arenas must be set before any thread starts.
     // SAFETY: mallopt only changes allocator settings; no thread exists yet.
+    // Large blocks (Argon2's 19 MiB per password check) are mapped for
+    // themselves and unmapped when freed: glibc would otherwise raise its
+    // threshold after the first and keep such blocks in the heap for good.
+    // A free heap top above 2 MiB goes back to the system.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
     }
     berth::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -113,6 +113,9 @@ impl Caller {
 }
 
 /// Settings read once from the config.
+/// Password checks at once (see [`Auth`]'s `hashing`).
+const MAX_CONCURRENT_HASHING: usize = 2;
+
 pub struct AuthSettings {
     pub anonymous_loopback: bool,
     pub service: String,
@@ -138,7 +141,12 @@ pub struct Auth {
     anonymous: Mutex<Option<(Arc<Permissions>, Instant)>>,
     /// Checked when the account does not exist, so that a wrong name costs
     /// as long as a wrong password.
-    decoy_hash: String,
+    /// Checked against when the account does not exist, so that a wrong
+    /// name takes as long as a wrong password; made on first use.
+    decoy_hash: std::sync::OnceLock<String>,
+    /// Password checks running at once: each takes Argon2's 19 MiB and a
+    /// core for a while, so a burst of logins cannot take all of either.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Auth {
@@ -183,7 +191,8 @@ impl Auth {
             },
             checked: Mutex::new(HashMap::new()),
             anonymous: Mutex::new(None),
-            decoy_hash: accounts::hash_secret(&accounts::random_secret()),
+            decoy_hash: std::sync::OnceLock::new(),
+            hashing: tokio::sync::Semaphore::new(MAX_CONCURRENT_HASHING),
         })
     }
 
@@ -314,10 +323,19 @@ impl Auth {
             });
         }
         let account = self.meta.account(user).await?;
-        let hash = account
-            .as_ref()
-            .map_or(self.decoy_hash.clone(), |a| a.secret_hash.clone());
         let password_owned = password.to_owned();
+        let _hashing = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| RegistryError::Internal(format!("password check: {e}")))?;
+        let hash = match &account {
+            Some(a) => a.secret_hash.clone(),
+            None => self
+                .decoy_hash
+                .get_or_init(|| accounts::hash_secret(&accounts::random_secret()))
+                .clone(),
+        };
         // Hashing is deliberately slow: keep it off the async workers.
         let matches =
             tokio::task::spawn_blocking(move || accounts::verify_secret(&hash, &password_owned))
