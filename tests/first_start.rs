@@ -18,7 +18,7 @@ fn serve(dir: &std::path::Path, listen: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--listen", listen])
         .current_dir(dir)
-        .env("RUST_LOG", "berth=warn")
+        .env("RUST_LOG", "berth=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -59,6 +59,10 @@ fn the_first_start_prints_a_login_command_that_works() {
         printed.contains("insecure-registries"),
         "nothing said about other machines:\n{printed}"
     );
+    // Log lines written to a pipe (a file, a collector) carry no colour
+    // codes; there are some among what it printed.
+    assert!(printed.contains(" INFO "), "{printed}");
+    assert!(!printed.contains('\x1b'), "colour codes in:\n{printed}");
 
     let _created = RemoveIfCreated::new(&["/run/docker/plugins", "/run/docker"]);
     let docker = Docker::start(&work.path().join("d"));
