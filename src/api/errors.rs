@@ -49,9 +49,6 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         TokenRequestInvalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         TooManyRequests { .. } => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),
         BodyRead(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
-        // Not an OCI code; Distribution's for a registry that cannot
-        // answer now, which clients have seen.
-        UpstreamUnavailable(_) => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
         Internal(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
     }
 }

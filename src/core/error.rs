@@ -82,11 +82,6 @@ pub enum RegistryError {
     /// the config file owns.
     #[error("{0}")]
     Conflict(String),
-    /// A mirror's upstream failed (unreachable, timed out, 5xx, 429, or it
-    /// refused berth's credentials) and the cache holds nothing to answer
-    /// with. The message names the upstream's answer.
-    #[error("{0}")]
-    UpstreamUnavailable(String),
     /// A path under /v2/ that names no endpoint.
     #[error("no such endpoint")]
     RouteUnknown,

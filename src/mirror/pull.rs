@@ -100,15 +100,17 @@ impl Failure {
         }
     }
 
-    /// The error a client gets for a manifest.
+    /// The error a client gets for a manifest. An upstream that failed is
+    /// answered 404 with its answer quoted: clients print the message of a
+    /// 4xx only (and a node with other hosts to try goes on to them).
     fn for_manifest(self, what: &str) -> RegistryError {
         match self.kind {
             FailureKind::NotFound => RegistryError::ManifestUnknown(format!(
                 "{what}: the upstream has none: {}",
                 self.message
             )),
-            FailureKind::Upstream => RegistryError::UpstreamUnavailable(format!(
-                "{what} is not cached and the upstream failed: {}",
+            FailureKind::Upstream => RegistryError::ManifestUnknown(format!(
+                "{what} is not cached, and the upstream failed: {}",
                 self.message
             )),
             FailureKind::Internal => RegistryError::Internal(self.message),
@@ -377,8 +379,8 @@ impl Mirrors {
             .await
             .map_err(|e| blob_error(digest, Failure::of(mirror, e)))?;
         content_length(&response).ok_or_else(|| {
-            RegistryError::UpstreamUnavailable(format!(
-                "{digest}: the upstream's HEAD named no Content-Length"
+            RegistryError::BlobUnknown(format!(
+                "{digest} is not cached, and the upstream's HEAD named no size"
             ))
         })
     }
@@ -504,8 +506,8 @@ fn blob_error(digest: &Digest, failure: Failure) -> RegistryError {
             "{digest}: the upstream has none: {}",
             failure.message
         )),
-        FailureKind::Upstream => RegistryError::UpstreamUnavailable(format!(
-            "blob {digest} is not cached and the upstream failed: {}",
+        FailureKind::Upstream => RegistryError::BlobUnknown(format!(
+            "{digest} is not cached, and the upstream failed: {}",
             failure.message
         )),
         FailureKind::Internal => RegistryError::Internal(failure.message),
