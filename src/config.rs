@@ -65,6 +65,7 @@ pub struct MirrorConfig {
     /// How long a cached tag is trusted before a HEAD asks the upstream
     /// whether it moved.
     #[serde(default = "default_tag_ttl")]
+    #[schema(maximum = 31536000)]
     pub tag_ttl_seconds: u64,
     /// Cache size cap in bytes; past it the least recently pulled cached
     /// content goes first. 0: no cap.
@@ -81,6 +82,9 @@ pub struct MirrorConfig {
     #[serde(default)]
     pub unprefixed: bool,
 }
+
+/// Longest a cached tag may be trusted unconfirmed, in seconds.
+const MAX_TAG_TTL: u64 = 31_536_000;
 
 fn default_tag_ttl() -> u64 {
     300
@@ -131,6 +135,11 @@ impl MirrorConfig {
         if self.username.is_empty() != self.password.is_empty() {
             return Err(format!(
                 "{what}: username and password must be set together"
+            ));
+        }
+        if self.tag_ttl_seconds > MAX_TAG_TTL {
+            return Err(format!(
+                "{what}: tag_ttl_seconds may be at most {MAX_TAG_TTL} (a year)"
             ));
         }
         if !(1..=3600).contains(&self.timeout_seconds) {
