@@ -17,9 +17,8 @@
 mod clients;
 mod common;
 
-use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -154,7 +153,8 @@ enum Mode {
 struct ProxyState {
     target: String,
     mode: Mutex<Mode>,
-    log: Mutex<Vec<(String, String)>>,
+    /// `(method, path, status)` of every request.
+    log: Mutex<Vec<(String, String, u16)>>,
     http: reqwest::Client,
 }
 
@@ -215,9 +215,17 @@ impl Proxy {
         *self.state.mode.lock().unwrap() = mode;
     }
 
-    /// Requests so far, `(method, path)`.
+    /// Requests answered so far, `(method, path)`: those the upstream
+    /// served (not the 401s that send a client for a token).
     fn log(&self) -> Vec<(String, String)> {
-        self.state.log.lock().unwrap().clone()
+        self.state
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, _, status)| *status != 401)
+            .map(|(m, p, _)| (m.clone(), p.clone()))
+            .collect()
     }
 
     /// How many `method` requests went to a path containing `part`.
@@ -257,20 +265,23 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    state
-        .log
-        .lock()
-        .unwrap()
-        .push((method.to_string(), path.clone()));
     let mode = *state.mode.lock().unwrap();
+    let record = |status: u16| {
+        state
+            .log
+            .lock()
+            .unwrap()
+            .push((method.to_string(), path.clone(), status));
+    };
     if let Mode::Status(status) = mode {
+        record(status);
         let status = axum::http::StatusCode::from_u16(status).unwrap();
         let body = json!({"errors": [{"code": "TOOMANYREQUESTS", "message": format!("the proxy answers {status}")}]});
         return (status, [("retry-after", "3600")], axum::Json(body)).into_response();
     }
     let mut forwarded = state
         .http
-        .request(method, format!("{}{path}", state.target));
+        .request(method.clone(), format!("{}{path}", state.target));
     for (name, value) in request.headers() {
         if name != "host" {
             forwarded = forwarded.header(name, value);
@@ -279,8 +290,12 @@ async fn forward(
     let body = reqwest::Body::wrap_stream(request.into_body().into_data_stream());
     let answer = match forwarded.body(body).send().await {
         Ok(answer) => answer,
-        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+        Err(e) => {
+            record(502);
+            return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response();
+        }
     };
+    record(answer.status().as_u16());
     let mut response = axum::response::Response::builder().status(answer.status());
     for (name, value) in answer.headers() {
         response = response.header(name, value);
@@ -680,6 +695,708 @@ impl Distribution {
     }
 }
 
-// Keep otherwise unused helpers of this file in use across the tests.
-#[allow(dead_code)]
-fn _unused(_: HashMap<(), ()>, _: Instant, _: &mut dyn Read, _: &mut dyn Write, _: PathBuf) {}
+// ---------------------------------------------------------------------------
+// Raw HTTP pushes and pulls, with credentials
+// ---------------------------------------------------------------------------
+
+/// `len` random bytes.
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// Pushes a config and one layer of `layer` bytes as `repo:tag` to a
+/// registry taking Basic `auth`; returns the manifest digest and the
+/// digests and sizes of the config and layer.
+async fn push_raw(
+    c: &reqwest::Client,
+    base: &str,
+    auth: &str,
+    repo: &str,
+    tag: &str,
+    layer: Vec<u8>,
+) -> (String, Vec<(String, usize)>) {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"n":"{}"}}"#,
+        common::sha256(&random_bytes(16))
+    )
+    .into_bytes();
+    let mut blobs = Vec::new();
+    for bytes in [config, layer] {
+        let digest = common::sha256(&bytes);
+        let size = bytes.len();
+        let r = c
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+            .header("authorization", auth)
+            .header("content-type", "application/octet-stream")
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{r:?}");
+        blobs.push((digest, size));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blobs[0].0, "size": blobs[0].1},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": blobs[1].0, "size": blobs[1].1}],
+    });
+    let body = serde_json::to_vec(&manifest).unwrap();
+    let r = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("authorization", auth)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{r:?}");
+    (common::sha256(&body), blobs)
+}
+
+/// Pulls `repo:reference` through berth as a client would: the manifest,
+/// then each blob, hashed as it streams. Returns the manifest's digest and
+/// each blob's digest as computed from its bytes.
+async fn pull_raw(
+    c: &reqwest::Client,
+    berth: &str,
+    auth: &str,
+    repo: &str,
+    reference: &str,
+) -> Result<(String, Vec<String>), String> {
+    use futures_util::StreamExt;
+    use sha2::Digest as _;
+    let r = c
+        .get(format!("{berth}/v2/{repo}/manifests/{reference}"))
+        .header("authorization", auth)
+        .header("accept", ACCEPT)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 200 {
+        return Err(format!(
+            "{}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    let body = r.bytes().await.map_err(|e| e.to_string())?;
+    let manifest: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let mut digests = Vec::new();
+    let wanted = std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
+    for blob in wanted {
+        let digest = blob["digest"].as_str().unwrap();
+        let r = c
+            .get(format!("{berth}/v2/{repo}/blobs/{digest}"))
+            .header("authorization", auth)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status() != 200 {
+            return Err(format!(
+                "{digest}: {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ));
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut stream = r.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(&chunk.map_err(|e| format!("{digest}: {e}"))?);
+        }
+        digests.push(format!("sha256:{}", hex::encode(hasher.finalize())));
+    }
+    Ok((common::sha256(&body), digests))
+}
+
+fn upstream_auth() -> String {
+    basic("admin", ADMIN_PASSWORD)
+}
+
+/// 20 clients pull one uncached 200 MiB image at once: each gets the same
+/// bytes, and the upstream serves each blob once.
+#[test]
+fn twenty_concurrent_cold_pulls_fetch_each_blob_once() {
+    const CLIENTS: usize = 20;
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream.berth.url(""));
+    let (berth, password) = mirror_berth(&docker_io_mirror(
+        &proxy.url(),
+        &upstream.robot,
+        &upstream.secret,
+        "",
+    ));
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let (manifest, blobs) = rt.block_on(push_raw(
+        &c,
+        &upstream.berth.url(""),
+        &upstream_auth(),
+        "library/big",
+        "1",
+        random_bytes(200 << 20),
+    ));
+    let auth = basic("admin", &password);
+    let pulls: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (c, base, auth) = (c.clone(), berth.url(""), auth.clone());
+            rt.spawn(async move { pull_raw(&c, &base, &auth, "docker.io/library/big", "1").await })
+        })
+        .collect();
+    let expected: Vec<String> = blobs.iter().map(|(d, _)| d.clone()).collect();
+    for pull in pulls {
+        let (digest, got) = rt
+            .block_on(pull)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("a pull failed: {e}"));
+        assert_eq!(digest, manifest);
+        assert_eq!(got, expected, "a client got other bytes");
+    }
+    for (digest, _) in &blobs {
+        assert_eq!(
+            proxy.count("GET", &format!("/blobs/{digest}")),
+            1,
+            "{digest}: {:?}",
+            proxy.log()
+        );
+    }
+    assert_eq!(proxy.count("GET", "/manifests/"), 1, "{:?}", proxy.log());
+    let fetched = metric(
+        &berth,
+        &password,
+        "berth_mirror_upstream_bytes_total{mirror=\"docker.io\"}",
+    );
+    let image_bytes: usize = blobs.iter().map(|(_, size)| size).sum();
+    assert!(
+        fetched >= image_bytes as f64 && fetched < (image_bytes + 10_000) as f64,
+        "{fetched} bytes fetched for {image_bytes}"
+    );
+}
+
+/// A tag moved upstream is picked up once its TTL passed, not before, and
+/// the check is a HEAD: the manifest is fetched (by digest) only when it
+/// moved.
+#[test]
+fn a_moved_tag_is_checked_with_a_head_after_its_ttl() {
+    const TTL: Duration = Duration::from_secs(4);
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream.berth.url(""));
+    let (berth, password) = mirror_berth(&docker_io_mirror(
+        &proxy.url(),
+        &upstream.robot,
+        &upstream.secret,
+        &format!("tag_ttl_seconds = {}", TTL.as_secs()),
+    ));
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let auth = basic("admin", &password);
+    let push = |n: usize| {
+        rt.block_on(push_raw(
+            &c,
+            &upstream.berth.url(""),
+            &upstream_auth(),
+            "library/app",
+            "latest",
+            random_bytes(1000 + n),
+        ))
+        .0
+    };
+    let pull = || {
+        rt.block_on(pull_raw(
+            &c,
+            &berth.url(""),
+            &auth,
+            "docker.io/library/app",
+            "latest",
+        ))
+        .unwrap()
+        .0
+    };
+    let first = push(1);
+    assert_eq!(pull(), first);
+    let checked = Instant::now();
+    let moved = push(2);
+    let seen = proxy.log().len();
+    assert_eq!(pull(), first, "the tag was trusted for its TTL");
+    assert!(
+        proxy.log()[seen..]
+            .iter()
+            .all(|(_, p)| !p.contains("/manifests/")),
+        "asked the upstream within the TTL: {:?}",
+        &proxy.log()[seen..]
+    );
+
+    thread::sleep(TTL.saturating_sub(checked.elapsed()) + Duration::from_millis(200));
+    let seen = proxy.log().len();
+    assert_eq!(pull(), moved, "the moved tag was picked up after its TTL");
+    let asked: Vec<(String, String)> = proxy.log()[seen..]
+        .iter()
+        .filter(|(_, p)| p.contains("/manifests/"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            (
+                "HEAD".to_owned(),
+                "/v2/library/app/manifests/latest".to_owned()
+            ),
+            (
+                "GET".to_owned(),
+                format!("/v2/library/app/manifests/{moved}")
+            ),
+        ],
+        "a HEAD checked the tag; only the new manifest was fetched"
+    );
+
+    let checked = Instant::now();
+    thread::sleep(TTL.saturating_sub(checked.elapsed()) + Duration::from_millis(200));
+    let seen = proxy.log().len();
+    assert_eq!(pull(), moved);
+    let log = proxy.log();
+    let asked: Vec<&(String, String)> = log[seen..]
+        .iter()
+        .filter(|(_, p)| p.contains("/manifests/"))
+        .collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        asked[0].0, "HEAD",
+        "an unmoved tag costs one HEAD: {asked:?}"
+    );
+}
+
+/// What the upstream gets wrong never reaches storage: bytes that do not
+/// match their digest fail the client's pull and leave nothing behind; a
+/// 429 counts as an upstream failure (a cached tag is served stale, an
+/// uncached one fails naming the 429). Pushes into the mirror are refused.
+/// What it cached shows in the admin API, the CLI and the metrics at once.
+#[test]
+fn bad_upstream_answers_are_never_stored_and_the_cache_shows_at_once() {
+    let work = short_tempdir();
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream.berth.url(""));
+    let (berth, password) = mirror_berth(&docker_io_mirror(
+        &proxy.url(),
+        &upstream.robot,
+        &upstream.secret,
+        "tag_ttl_seconds = 0",
+    ));
+    let image = Image::generate(work.path(), "app", "1", 1, 300_000);
+    upstream.push(&image, "library/app", "1");
+
+    // Corrupted blob bytes: the pull fails, nothing is stored.
+    proxy.set(Mode::CorruptBlobs);
+    let ran = skopeo_pull(work.path(), &berth, "docker.io/library/app:1", "corrupt").unwrap_err();
+    assert!(!ran.success());
+    for digest in image.blobs().iter().skip(1) {
+        assert!(!blob_file(&berth, digest).exists(), "{digest} was stored");
+    }
+    let uploads: Vec<_> = fs::read_dir(berth.data_dir().join("uploads"))
+        .unwrap()
+        .collect();
+    assert!(uploads.is_empty(), "uploads left behind: {uploads:?}");
+    proxy.set(Mode::Status(503));
+    let layer = &image.layers[0];
+    let (status, _, body) = get(
+        &berth,
+        &password,
+        &format!("/v2/docker.io/library/app/blobs/{layer}"),
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("BLOB_UNKNOWN") && body.contains("503"),
+        "{body}"
+    );
+
+    proxy.set(Mode::Pass);
+    let layout = skopeo_pull(work.path(), &berth, "docker.io/library/app:1", "good")
+        .unwrap_or_else(|r| panic!("{}", r.report()));
+    assert_same_image(&layout, &image);
+
+    // 429: the cached tag is served, said stale; an uncached one fails
+    // naming the answer.
+    proxy.set(Mode::Status(429));
+    let (status, headers, _) = get(&berth, &password, "/v2/docker.io/library/app/manifests/1");
+    assert_eq!(status, 200);
+    let warning = headers["warning"].to_str().unwrap();
+    assert!(warning.contains("429"), "{warning}");
+    let (status, _, body) = get(&berth, &password, "/v2/docker.io/library/app/manifests/2");
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body.contains("MANIFEST_UNKNOWN") && body.contains("429 Too Many Requests"),
+        "{body}"
+    );
+    proxy.set(Mode::Pass);
+
+    // Pushes into the mirror: refused, naming it.
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let auth = basic("admin", &password);
+    for (method, path) in [
+        (
+            reqwest::Method::POST,
+            "/v2/docker.io/library/app/blobs/uploads/",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v2/docker.io/library/app/manifests/2",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/v2/docker.io/library/app/manifests/1",
+        ),
+    ] {
+        let (status, body) = rt.block_on(async {
+            let r = c
+                .request(method.clone(), berth.url(path))
+                .header("authorization", &auth)
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert!(
+            body.contains("DENIED") && body.contains("docker.io is a pull-through mirror of"),
+            "{body}"
+        );
+    }
+    // Berth's own namespaces take pushes as ever.
+    rt.block_on(push_raw(
+        &c,
+        &berth.url(""),
+        &auth,
+        "team/app",
+        "1",
+        random_bytes(1000),
+    ));
+
+    // Visible at once: the mirror, its repository, the counts.
+    let mirrors = admin_json(&berth, &password, "/admin/v1/mirrors");
+    let mirror = &mirrors[0];
+    assert_eq!(mirror["namespace"], "docker.io", "{mirrors}");
+    assert_eq!(mirror["repositories"], 1, "{mirrors}");
+    assert!(
+        mirror["cached_bytes"].as_u64().unwrap() >= 300_000,
+        "{mirrors}"
+    );
+    let repos = admin_json(
+        &berth,
+        &password,
+        "/admin/v1/mirrors/docker.io/repositories",
+    );
+    let repo = &repos[0];
+    assert_eq!(repo["name"], "docker.io/library/app", "{repos}");
+    assert_eq!(repo["tag_count"], 1, "{repos}");
+    assert!(repo["misses"].as_u64().unwrap() >= 3, "{repos}");
+    assert!(repo["hits"].as_u64().unwrap() >= 1, "{repos}");
+    assert!(
+        repo["last_pull"].is_string() && repo["last_fetch"].is_string(),
+        "{repos}"
+    );
+    let tags = admin_json(
+        &berth,
+        &password,
+        "/admin/v1/repositories/docker.io%2Flibrary%2Fapp/tags",
+    );
+    assert_eq!(tags[0]["digest"], image.manifest_digest, "{tags}");
+    let cli = ok(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "admin",
+            "--url",
+            &berth.url(""),
+            "--user",
+            "admin",
+            "--password",
+            &password,
+        ])
+        .args(["mirror", "repos", "docker.io"]));
+    assert!(
+        cli.contains("docker.io/library/app") && cli.contains("HITS"),
+        "{cli}"
+    );
+    let cli = ok(Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "admin",
+            "--url",
+            &berth.url(""),
+            "--user",
+            "admin",
+            "--password",
+            &password,
+        ])
+        .args(["mirror", "list"]));
+    assert!(
+        cli.contains("docker.io") && cli.contains(&proxy.url()),
+        "{cli}"
+    );
+    assert!(
+        metric(
+            &berth,
+            &password,
+            "berth_mirror_pulls_total{mirror=\"docker.io\",result=\"miss\"}"
+        ) >= 3.0
+    );
+    assert!(
+        metric(
+            &berth,
+            &password,
+            "berth_mirror_pulls_total{mirror=\"docker.io\",result=\"hit\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &berth,
+            &password,
+            "berth_mirror_upstream_bytes_total{mirror=\"docker.io\"}"
+        ) >= 300_000.0
+    );
+    assert!(
+        metric(
+            &berth,
+            &password,
+            "berth_mirror_upstream_errors_total{mirror=\"docker.io\"}"
+        ) >= 3.0
+    );
+    assert!(
+        metric(
+            &berth,
+            &password,
+            "berth_mirror_stale_serves_total{mirror=\"docker.io\"}"
+        ) >= 1.0
+    );
+
+    // A mirror made through the admin API serves at once; deleting it
+    // drops its cache.
+    let spec = json!({
+        "namespace": "quay.example",
+        "upstream": proxy.url(),
+        "username": upstream.robot,
+        "password": upstream.secret,
+    });
+    let (status, created) = rt.block_on(async {
+        let r = c
+            .post(berth.url("/admin/v1/mirrors"))
+            .header("authorization", &auth)
+            .json(&spec)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 201, "{created}");
+    assert!(
+        !created.contains(&upstream.secret),
+        "the password was shown: {created}"
+    );
+    // Through the admin API, which the serving berth hears of at once.
+    let status = rt.block_on(async {
+        c.put(berth.url("/admin/v1/accounts/anonymous/grants/quay.example"))
+            .header("authorization", &auth)
+            .json(&json!({"actions": ["pull"]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    let layout = skopeo_pull(work.path(), &berth, "quay.example/library/app:1", "quay")
+        .unwrap_or_else(|r| panic!("{}", r.report()));
+    assert_same_image(&layout, &image);
+    let status = rt.block_on(async {
+        c.delete(berth.url("/admin/v1/mirrors/quay.example"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 204);
+    let (status, _, _) = get(
+        &berth,
+        &password,
+        "/admin/v1/repositories/quay.example%2Flibrary%2Fapp",
+    );
+    assert_eq!(status, 404, "the deleted mirror's cache stayed");
+}
+
+/// With a size cap, the least recently pulled content goes first; garbage
+/// collection running all along keeps what was pulled by digest only; a
+/// push to berth's own namespace keeps working throughout.
+#[test]
+fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
+    // Long enough for a push to reference what it uploaded before the
+    // collector may take it (else the push is refused and uploads again).
+    const GRACE: Duration = Duration::from_secs(2);
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream.berth.url(""));
+    let (berth, password) = mirror_berth(&format!(
+        "{}\n[gc]\ninterval_seconds = 0\ngrace_period_seconds = {}\n",
+        docker_io_mirror(
+            &proxy.url(),
+            &upstream.robot,
+            &upstream.secret,
+            "max_bytes = 5000000"
+        ),
+        GRACE.as_secs()
+    ));
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let auth = basic("admin", &password);
+    let images: Vec<(String, Vec<(String, usize)>)> = (0..4)
+        .map(|i| {
+            rt.block_on(push_raw(
+                &c,
+                &upstream.berth.url(""),
+                &upstream_auth(),
+                &format!("library/img{i}"),
+                "1",
+                random_bytes(1_600_000),
+            ))
+        })
+        .collect();
+
+    // Pushes to team/app and garbage collection, all the while.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background = |work: fn(&reqwest::Client, &str, &str, u32) -> Result<(), String>| {
+        let (stop, c, url, auth) = (stop.clone(), c.clone(), berth.url(""), auth.clone());
+        thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                work(&c, &url, &auth, n)?;
+                n += 1;
+                thread::sleep(Duration::from_millis(100));
+            }
+            Ok::<u32, String>(n)
+        })
+    };
+    let pushes = background(|c, url, auth, n| {
+        runtime().block_on(async {
+            push_raw(
+                c,
+                url,
+                auth,
+                "team/app",
+                &format!("v{n}"),
+                random_bytes(20_000),
+            )
+            .await;
+            Ok(())
+        })
+    });
+    let collections = background(|c, url, auth, _| {
+        runtime().block_on(async {
+            let r = c
+                .post(format!("{url}/admin/v1/gc"))
+                .header("authorization", auth)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            match r.status().as_u16() {
+                202 | 409 => Ok(()),
+                other => Err(format!("POST /admin/v1/gc: {other}")),
+            }
+        })
+    });
+
+    let pull = |i: usize, reference: &str| {
+        rt.block_on(pull_raw(
+            &c,
+            &berth.url(""),
+            &auth,
+            &format!("docker.io/library/img{i}"),
+            reference,
+        ))
+    };
+    let expect = |i: usize, got: (String, Vec<String>)| {
+        let (manifest, blobs) = &images[i];
+        assert_eq!(&got.0, manifest);
+        assert_eq!(
+            got.1,
+            blobs.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()
+        );
+    };
+    // By digest only: an untagged cache entry, which collections keep.
+    expect(0, pull(0, &images[0].0).unwrap());
+    let gc_runs = |b: &Berth| {
+        metric(
+            b,
+            &password,
+            "berth_gc_runs_total{mode=\"run\",result=\"ok\"}",
+        )
+    };
+    // Older than the grace period: were it pushed and untagged, it would
+    // be garbage.
+    thread::sleep(GRACE);
+    let before = gc_runs(&berth);
+    let waited = Instant::now();
+    while gc_runs(&berth) < before + 2.0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no garbage collection ran"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    proxy.set(Mode::Status(503));
+    expect(
+        0,
+        pull(0, &images[0].0).expect("collected: a digest-pulled entry is no garbage"),
+    );
+    proxy.set(Mode::Pass);
+
+    // Filling past the cap: img0, pulled least recently, goes.
+    for i in 1..4 {
+        expect(i, pull(i, "1").unwrap());
+    }
+    let layer = |i: usize| images[i].1[1].0.clone();
+    let waited = Instant::now();
+    loop {
+        let mirror = admin_json(&berth, &password, "/admin/v1/mirrors/docker.io");
+        if mirror["cached_bytes"].as_u64().unwrap() <= 5_000_000
+            && !blob_file(&berth, &layer(0)).exists()
+        {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "not evicted: {mirror}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        blob_file(&berth, &layer(3)).exists(),
+        "the most recent pull was evicted"
+    );
+    // Evicted means fetched again.
+    expect(0, pull(0, &images[0].0).unwrap());
+    assert_eq!(
+        proxy.count("GET", &format!("/blobs/{}", layer(0))),
+        2,
+        "{:?}",
+        proxy.log()
+    );
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pushed = pushes
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a push failed: {e}"));
+    let collected = collections
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        pushed > 0 && collected > 0,
+        "{pushed} pushes, {collected} collections"
+    );
+}
