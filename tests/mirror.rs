@@ -360,18 +360,7 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vn
 
 /// A GET through berth with the admin's credentials: status, headers, body.
 fn get(berth: &Berth, password: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    runtime().block_on(async {
-        let r = reqwest::Client::new()
-            .get(berth.url(path))
-            .header("authorization", basic("admin", password))
-            .header("accept", ACCEPT)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        (status, headers, r.bytes().await.unwrap().to_vec())
-    })
+    get_from(&berth.url(""), &basic("admin", password), path)
 }
 
 fn admin_json(berth: &Berth, password: &str, path: &str) -> Value {
@@ -1399,4 +1388,129 @@ fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
         pushed > 0 && collected > 0,
         "{pushed} pushes, {collected} collections"
     );
+}
+
+/// A multi-arch index is cached whole, its children only as clients ask
+/// for them.
+#[test]
+fn an_index_is_cached_with_its_children_fetched_as_asked() {
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream.berth.url(""));
+    let (berth, password) = mirror_berth(&docker_io_mirror(
+        &proxy.url(),
+        &upstream.robot,
+        &upstream.secret,
+        "",
+    ));
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let up = upstream.berth.url("");
+    let children: Vec<(String, Vec<(String, usize)>)> = ["amd64", "arm64"]
+        .iter()
+        .map(|arch| {
+            rt.block_on(push_raw(
+                &c,
+                &up,
+                &upstream_auth(),
+                "library/multi",
+                arch,
+                random_bytes(5000),
+            ))
+        })
+        .collect();
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": children.iter().zip(["amd64", "arm64"]).map(|((digest, _), arch)| json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": 400,
+            "platform": {"os": "linux", "architecture": arch},
+        })).collect::<Vec<_>>(),
+    });
+    // Sizes must be the children's own.
+    let index = {
+        let mut index = index;
+        for (i, (digest, _)) in children.iter().enumerate() {
+            let (_, _, body) = get_from(
+                &up,
+                &upstream_auth(),
+                &format!("/v2/library/multi/manifests/{digest}"),
+            );
+            index["manifests"][i]["size"] = json!(body.len());
+        }
+        serde_json::to_vec(&index).unwrap()
+    };
+    let status = rt.block_on(async {
+        c.put(format!("{up}/v2/library/multi/manifests/latest"))
+            .header("authorization", upstream_auth())
+            .header("content-type", "application/vnd.oci.image.index.v1+json")
+            .body(index.clone())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 201);
+
+    let (status, _, body) = get(
+        &berth,
+        &password,
+        "/v2/docker.io/library/multi/manifests/latest",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body, index, "the index, byte for byte");
+    let fetched_children = || {
+        children
+            .iter()
+            .map(|(digest, _)| proxy.count("GET", &format!("/manifests/{digest}")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        fetched_children(),
+        [0, 0],
+        "children fetched before anyone asked"
+    );
+    let (digest, blobs) = rt
+        .block_on(pull_raw(
+            &c,
+            &berth.url(""),
+            &basic("admin", &password),
+            "docker.io/library/multi",
+            &children[1].0,
+        ))
+        .unwrap();
+    assert_eq!(digest, children[1].0);
+    assert_eq!(
+        blobs,
+        children[1]
+            .1
+            .iter()
+            .map(|(d, _)| d.clone())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(fetched_children(), [0, 1], "only the child asked for");
+    let manifests = admin_json(
+        &berth,
+        &password,
+        "/admin/v1/repositories/docker.io%2Flibrary%2Fmulti/manifests",
+    );
+    assert_eq!(manifests.as_array().unwrap().len(), 2, "{manifests}");
+}
+
+/// A GET of `base` + `path` with `auth`: status, headers, body.
+fn get_from(base: &str, auth: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    runtime().block_on(async {
+        let r = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .header("authorization", auth)
+            .header("accept", ACCEPT)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.bytes().await.unwrap().to_vec())
+    })
 }
