@@ -347,6 +347,11 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+thread_local! {
+    /// A background thread's runtime, for the whole of its life.
+    static BACKGROUND: tokio::runtime::Runtime = runtime();
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1257,9 +1262,12 @@ fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
 
     // Pushes to team/app and garbage collection, all the while.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each thread with a runtime and client of its own: a client's
+    // connections live on the runtime that made them.
     let background = |work: fn(&reqwest::Client, &str, &str, u32) -> Result<(), String>| {
-        let (stop, c, url, auth) = (stop.clone(), c.clone(), berth.url(""), auth.clone());
+        let (stop, url, auth) = (stop.clone(), berth.url(""), auth.clone());
         thread::spawn(move || {
+            let c = reqwest::Client::new();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 work(&c, &url, &auth, n)?;
@@ -1270,31 +1278,28 @@ fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
         })
     };
     let pushes = background(|c, url, auth, n| {
-        runtime().block_on(async {
-            push_raw(
-                c,
-                url,
-                auth,
-                "team/app",
-                &format!("v{n}"),
-                random_bytes(20_000),
-            )
-            .await;
-            Ok(())
+        BACKGROUND.with(|rt| {
+            rt.block_on(async {
+                let tag = format!("v{n}");
+                push_raw(c, url, auth, "team/app", &tag, random_bytes(20_000)).await;
+                Ok(())
+            })
         })
     });
     let collections = background(|c, url, auth, _| {
-        runtime().block_on(async {
-            let r = c
-                .post(format!("{url}/admin/v1/gc"))
-                .header("authorization", auth)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            match r.status().as_u16() {
-                202 | 409 => Ok(()),
-                other => Err(format!("POST /admin/v1/gc: {other}")),
-            }
+        BACKGROUND.with(|rt| {
+            rt.block_on(async {
+                let r = c
+                    .post(format!("{url}/admin/v1/gc"))
+                    .header("authorization", auth)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match r.status().as_u16() {
+                    202 | 409 => Ok(()),
+                    other => Err(format!("POST /admin/v1/gc: {other}")),
+                }
+            })
         })
     });
 
