@@ -74,7 +74,8 @@ async fn push_image(c: &reqwest::Client, base: &str, repo: &str, seed: u64, mib:
         .await
         .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_owned();
-    let body = futures_util::stream::iter(0..mib).map(move |n| Ok::<_, std::io::Error>(chunk(seed, n)));
+    let body =
+        futures_util::stream::iter(0..mib).map(move |n| Ok::<_, std::io::Error>(chunk(seed, n)));
     let r = c
         .patch(format!("{base}{location}"))
         .body(reqwest::Body::wrap_stream(body))
@@ -92,7 +93,9 @@ async fn push_image(c: &reqwest::Client, base: &str, repo: &str, seed: u64, mib:
     let config_digest = common::sha256(&config);
     let config_size = config.len();
     let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={config_digest}"))
+        .post(format!(
+            "{base}/v2/{repo}/blobs/uploads/?digest={config_digest}"
+        ))
         .body(config)
         .send()
         .await
@@ -153,7 +156,14 @@ fn mirror_of(upstream: &Berth) -> Berth {
 
 /// A sample of `/metrics` of `b`.
 async fn metric(c: &reqwest::Client, b: &Berth, series: &str) -> f64 {
-    let text = c.get(b.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = c
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
@@ -201,9 +211,20 @@ async fn main() {
     let mb = image as f64 / 1e6;
     let (direct, cold, warm, plain) = (median(direct), median(cold), median(warm), median(plain));
     println!("image: {mib} MiB layer + config, {reps} runs each, medians");
-    println!("pull straight from the upstream:   {:6.0} MB/s", mb / direct);
-    println!("cold pull through the mirror:      {:6.0} MB/s  ({:.2}x the direct pull's time)", mb / cold, cold / direct);
-    println!("warm pull through the mirror:      {:6.0} MB/s  ({:.2}x a plain pull's time)", mb / warm, warm / plain);
+    println!(
+        "pull straight from the upstream:   {:6.0} MB/s",
+        mb / direct
+    );
+    println!(
+        "cold pull through the mirror:      {:6.0} MB/s  ({:.2}x the direct pull's time)",
+        mb / cold,
+        cold / direct
+    );
+    println!(
+        "warm pull through the mirror:      {:6.0} MB/s  ({:.2}x a plain pull's time)",
+        mb / warm,
+        warm / plain
+    );
     println!("plain pull of berth's own copy:    {:6.0} MB/s", mb / plain);
 
     // 3: N concurrent cold pulls of one image.
@@ -222,7 +243,12 @@ async fn main() {
         assert_eq!(p.await.unwrap(), image);
     }
     let secs = started.elapsed().as_secs_f64();
-    let fetched = metric(&c, &mirror, "berth_mirror_upstream_bytes_total{mirror=\"docker.io\"}").await;
+    let fetched = metric(
+        &c,
+        &mirror,
+        "berth_mirror_upstream_bytes_total{mirror=\"docker.io\"}",
+    )
+    .await;
     println!(
         "{clients} concurrent cold pulls of a {small_mib} MiB image: the upstream sent {:.3}x the image ({:.0} MB/s served in all)",
         fetched / image as f64,

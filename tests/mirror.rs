@@ -6,7 +6,8 @@
 //! behind htpasswd (Basic). Between berth and the upstream berth sits a
 //! small HTTP proxy in this test that counts every request (method and
 //! path, as an access log would) and, when asked, answers 429 or 503 in
-//! the upstream's stead, cuts the connection, or corrupts blob bytes.
+//! the upstream's stead, or corrupts blob bytes; stopping it refuses
+//! connections.
 //!
 //! The clients are the real ones: containerd with a hosts.toml naming
 //! berth as the mirror of docker.io (`?ns=docker.io`), podman with a
@@ -148,6 +149,8 @@ enum Mode {
     Status(u16),
     /// Flip the first byte of every blob body.
     CorruptBlobs,
+    /// Answer nothing for this long, then 504.
+    Hang(Duration),
 }
 
 struct ProxyState {
@@ -273,6 +276,11 @@ async fn forward(
             .unwrap()
             .push((method.to_string(), path.clone(), status));
     };
+    if let Mode::Hang(time) = mode {
+        record(504);
+        tokio::time::sleep(time).await;
+        return axum::http::StatusCode::GATEWAY_TIMEOUT.into_response();
+    }
     if let Mode::Status(status) = mode {
         record(status);
         let status = axum::http::StatusCode::from_u16(status).unwrap();
@@ -978,7 +986,7 @@ fn bad_upstream_answers_are_never_stored_and_the_cache_shows_at_once() {
         &proxy.url(),
         &upstream.robot,
         &upstream.secret,
-        "tag_ttl_seconds = 0",
+        "tag_ttl_seconds = 0\ntimeout_seconds = 1",
     ));
     let image = Image::generate(work.path(), "app", "1", 1, 300_000);
     upstream.push(&image, "library/app", "1");
@@ -1027,6 +1035,12 @@ fn bad_upstream_answers_are_never_stored_and_the_cache_shows_at_once() {
         body.contains("MANIFEST_UNKNOWN") && body.contains("429 Too Many Requests"),
         "{body}"
     );
+    // An upstream that does not answer within timeout_seconds: the same.
+    proxy.set(Mode::Hang(Duration::from_secs(3)));
+    let (status, headers, _) = get(&berth, &password, "/v2/docker.io/library/app/manifests/1");
+    assert_eq!(status, 200);
+    let warning = headers["warning"].to_str().unwrap();
+    assert!(warning.contains("timed out"), "{warning}");
     proxy.set(Mode::Pass);
 
     // Pushes into the mirror: refused, naming it.

@@ -190,10 +190,11 @@ impl Upstream {
                 }
                 let token = self.fetch_token(&realm, service.as_deref(), scope).await?;
                 let header = format!("Bearer {}", token.value);
-                self.tokens
-                    .lock()
-                    .expect("upstream tokens")
-                    .insert(scope.to_owned(), token);
+                let mut tokens = self.tokens.lock().expect("upstream tokens");
+                // One token per repository pulled: the expired ones go.
+                let now = Instant::now();
+                tokens.retain(|_, t| t.expires > now);
+                tokens.insert(scope.to_owned(), token);
                 Ok(Some(header))
             }
         }
