@@ -46,33 +46,9 @@ async fn admit_and_route(
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    let sent = endpoint.clone();
-    let method = request.method().clone();
-    let query = request.uri().query().map(str::to_owned);
-    let mirror = match mirror_route(mirrors, &endpoint, &method, query.as_deref()).await {
-        Ok(mirror) => mirror,
-        Err(e) => return e.into_response(),
-    };
-    let endpoint = match &mirror {
-        Some(m) => endpoint.with_repository(m.local.clone()),
-        None => endpoint,
-    };
-    let asked = Asked {
-        headers: request.headers(),
-        method: &method,
-        query: query.as_deref(),
-        peer: api_auth::peer(&request),
-    };
-    let (endpoint, mirror, caller) = match asked.admit(auth, &endpoint).await {
-        Ok(caller) => (endpoint, mirror, caller),
-        // A name of no namespace that a mirror would answer: a caller who
-        // may not pull through it is answered as for any local name.
-        Err(_) if mirror.as_ref().is_some_and(|m| m.unprefixed) => {
-            match asked.admit(auth, &sent).await {
-                Ok(caller) => (sent, None, caller),
-                Err(refused) => return refused,
-            }
-        }
+    let asked = Asked::of(&request);
+    let (endpoint, mirror, caller) = match asked.admit_routed(auth, mirrors, endpoint).await {
+        Ok(admitted) => admitted,
         Err(refused) => return refused,
     };
     let peer = api_auth::peer(&request);
@@ -98,12 +74,50 @@ async fn admit_and_route(
 /// What admission looks at in a request.
 struct Asked<'a> {
     headers: &'a HeaderMap,
-    method: &'a Method,
-    query: Option<&'a str>,
+    method: Method,
+    query: Option<String>,
     peer: Option<std::net::IpAddr>,
 }
 
-impl Asked<'_> {
+impl<'a> Asked<'a> {
+    fn of(request: &'a Request) -> Asked<'a> {
+        Asked {
+            headers: request.headers(),
+            method: request.method().clone(),
+            query: request.uri().query().map(str::to_owned),
+            peer: api_auth::peer(request),
+        }
+    }
+
+    /// Admits the request on the repository it acts on: a mirror's, when a
+    /// mirror answers it (a push into one is refused here). A name of no
+    /// namespace that a mirror would answer is answered as a local name to
+    /// a caller who may not pull through the mirror.
+    async fn admit_routed(
+        &self,
+        auth: &Auth,
+        mirrors: &Mirrors,
+        endpoint: Endpoint,
+    ) -> std::result::Result<(Endpoint, Option<Route>, Caller), Response> {
+        let mirror = match self.mirror_route(mirrors, &endpoint).await {
+            Ok(Some(mirror)) => mirror,
+            Ok(None) => {
+                let caller = self.admit(auth, &endpoint).await?;
+                return Ok((endpoint, None, caller));
+            }
+            Err(e) => return Err(e.into_response()),
+        };
+        let routed = endpoint.clone().with_repository(mirror.local.clone());
+        match self.admit(auth, &routed).await {
+            Ok(caller) => Ok((routed, Some(mirror), caller)),
+            Err(_) if mirror.unprefixed => {
+                let caller = self.admit(auth, &endpoint).await?;
+                Ok((endpoint, None, caller))
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+
     /// Authenticates the request and checks it may do what `endpoint`
     /// needs; a refusal is the answer to send.
     async fn admit(
@@ -111,35 +125,29 @@ impl Asked<'_> {
         auth: &Auth,
         endpoint: &Endpoint,
     ) -> std::result::Result<Caller, Response> {
-        let need = api_auth::needs(endpoint, self.method);
+        let need = api_auth::needs(endpoint, &self.method);
         api_auth::admit(auth, self.headers, self.peer, need.as_ref())
             .await
             .map_err(|e| {
-                let challenge = api_auth::challenge_scopes(endpoint, self.method, self.query);
+                let challenge =
+                    api_auth::challenge_scopes(endpoint, &self.method, self.query.as_deref());
                 api_auth::refusal(auth, self.headers, &challenge, e)
             })
     }
-}
 
-/// The mirror that answers a request, if any (`ns` is how containerd names
-/// the registry an image belongs to). A push or client delete into a
-/// mirror is refused before anything else.
-async fn mirror_route(
-    mirrors: &Mirrors,
-    endpoint: &Endpoint,
-    method: &Method,
-    query: Option<&str>,
-) -> Result<Option<Route>> {
-    let Some(repo) = endpoint.repository() else {
-        return Ok(None);
-    };
-    let pull = matches!(*method, Method::GET | Method::HEAD)
-        && !matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..));
-    let query = Query::parse(query);
-    let route = mirrors.route(repo, query.get("ns"), pull).await?;
-    match route {
-        Some(route) if !pull => Err(route.refuse_write()),
-        route => Ok(route),
+    /// The mirror that answers the request, if any (`ns` is how containerd
+    /// names the registry an image belongs to).
+    async fn mirror_route(&self, mirrors: &Mirrors, endpoint: &Endpoint) -> Result<Option<Route>> {
+        let Some(repo) = endpoint.repository() else {
+            return Ok(None);
+        };
+        let pull = matches!(self.method, Method::GET | Method::HEAD)
+            && !matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..));
+        let query = Query::parse(self.query.as_deref());
+        match mirrors.route(repo, query.get("ns"), pull).await? {
+            Some(route) if !pull => Err(route.refuse_write()),
+            route => Ok(route),
+        }
     }
 }
 
