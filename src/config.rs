@@ -38,6 +38,140 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Where the metadata lives.
     pub database: DatabaseConfig,
+    /// Pull-through caches of other registries, each under a namespace of
+    /// its own (`[[mirrors]]`).
+    pub mirrors: Vec<MirrorConfig>,
+}
+
+/// A pull-through cache of another registry: pulls of
+/// `<namespace>/<name>` (or of `<name>` with `?ns=<namespace>`, as
+/// containerd's hosts.toml mirrors send them) are answered from what berth
+/// cached, fetching from `upstream` what it lacks.
+#[derive(Clone, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The local path prefix, and the `ns` value it answers, e.g.
+    /// `docker.io`. Unique; pushes under it are refused.
+    pub namespace: String,
+    /// The registry's URL, e.g. `https://registry-1.docker.io`
+    /// (`http://` for one on a trusted network).
+    pub upstream: String,
+    /// Credentials for the upstream (Basic, or for its token service);
+    /// empty: anonymous.
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub password: String,
+    /// How long a cached tag is trusted before a HEAD asks the upstream
+    /// whether it moved.
+    #[serde(default = "default_tag_ttl")]
+    #[schema(maximum = 31536000)]
+    pub tag_ttl_seconds: u64,
+    /// Cache size cap in bytes; past it the least recently pulled cached
+    /// content goes first. 0: no cap.
+    #[serde(default)]
+    pub max_bytes: u64,
+    /// How long the upstream may take to connect, and to send each next
+    /// piece of an answer, before it counts as down.
+    #[serde(default = "default_upstream_timeout")]
+    #[schema(minimum = 1, maximum = 3600)]
+    pub timeout_seconds: u64,
+    /// Also answer pulls of names outside every mirror namespace that no
+    /// local repository has (`/v2/library/nginx/...`), as docker's
+    /// `registry-mirrors` sends them. At most one mirror may.
+    #[serde(default)]
+    pub unprefixed: bool,
+}
+
+/// Longest a cached tag may be trusted unconfirmed, in seconds.
+const MAX_TAG_TTL: u64 = 31_536_000;
+
+fn default_tag_ttl() -> u64 {
+    300
+}
+
+fn default_upstream_timeout() -> u64 {
+    30
+}
+
+impl std::fmt::Debug for MirrorConfig {
+    /// Leaves the password out, so a logged config never carries it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorConfig")
+            .field("namespace", &self.namespace)
+            .field("upstream", &self.upstream)
+            .field("username", &self.username)
+            .field("tag_ttl_seconds", &self.tag_ttl_seconds)
+            .field("max_bytes", &self.max_bytes)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .field("unprefixed", &self.unprefixed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirrorConfig {
+    /// Whether this one mirror makes sense; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let what = format!("mirror {:?}", self.namespace);
+        if self
+            .namespace
+            .parse::<crate::core::names::RepoName>()
+            .is_err()
+        {
+            return Err(format!(
+                "{what}: the namespace must be a repository name such as docker.io or ghcr.io"
+            ));
+        }
+        let url = self.upstream.trim_end_matches('/');
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .ok_or_else(|| format!("{what}: upstream must be an http:// or https:// URL"))?;
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+            return Err(format!(
+                "{what}: upstream must name a host (and port) only, e.g. https://registry-1.docker.io"
+            ));
+        }
+        if self.username.is_empty() != self.password.is_empty() {
+            return Err(format!(
+                "{what}: username and password must be set together"
+            ));
+        }
+        if self.tag_ttl_seconds > MAX_TAG_TTL {
+            return Err(format!(
+                "{what}: tag_ttl_seconds may be at most {MAX_TAG_TTL} (a year)"
+            ));
+        }
+        if !(1..=3600).contains(&self.timeout_seconds) {
+            return Err(format!(
+                "{what}: timeout_seconds must be between 1 and 3600"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a set of mirrors can serve together: each valid, no namespace
+/// inside another, at most one answering unprefixed names.
+pub fn validate_mirrors(mirrors: &[MirrorConfig]) -> Result<(), String> {
+    for (i, m) in mirrors.iter().enumerate() {
+        m.validate()?;
+        for other in &mirrors[..i] {
+            let (a, b) = (m.namespace.as_str(), other.namespace.as_str());
+            let nested = |outer: &str, inner: &str| {
+                inner == outer || inner.starts_with(&format!("{outer}/"))
+            };
+            if nested(a, b) || nested(b, a) {
+                return Err(format!(
+                    "mirrors {b:?} and {a:?} overlap: one namespace each"
+                ));
+            }
+        }
+    }
+    if mirrors.iter().filter(|m| m.unprefixed).count() > 1 {
+        return Err("only one mirror may set unprefixed = true".into());
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -515,6 +649,7 @@ impl Default for Config {
             deploy: DeployConfig::default(),
             metrics: MetricsConfig::default(),
             database: DatabaseConfig::default(),
+            mirrors: Vec::new(),
         }
     }
 }
@@ -603,6 +738,7 @@ impl Config {
         }
         self.metrics.listen_addr()?;
         self.storage.validate()?;
+        validate_mirrors(&self.mirrors).map_err(|e| anyhow::anyhow!(e))?;
         for t in &self.auth.trusted_issuers {
             anyhow::ensure!(
                 t.public_key.as_os_str().is_empty() != t.jwks.as_os_str().is_empty(),
@@ -664,6 +800,62 @@ mod tests {
             format!("{:?}", shipped.storage.s3),
             format!("{:?}", defaults.storage.s3)
         );
+        assert!(shipped.mirrors.is_empty());
+    }
+
+    #[test]
+    fn mirrors_are_validated() {
+        let mirror = |extra: &str| {
+            format!(
+                "[[mirrors]]\nnamespace = \"docker.io\"\nupstream = \"https://registry-1.docker.io\"\n{extra}"
+            )
+        };
+        let parsed: Config = toml::from_str(&mirror("")).unwrap();
+        parsed.validate().unwrap();
+        let m = &parsed.mirrors[0];
+        assert_eq!(
+            (m.tag_ttl_seconds, m.max_bytes, m.timeout_seconds),
+            (300, 0, 30)
+        );
+        assert!(!m.unprefixed);
+        assert!(!format!("{m:?}").contains("password:"));
+        for (text, says) in [
+            (mirror("username = \"u\""), "together"),
+            (mirror("timeout_seconds = 0"), "timeout_seconds"),
+            (
+                "[[mirrors]]\nnamespace = \"Docker.io\"\nupstream = \"https://x\"".into(),
+                "namespace",
+            ),
+            (
+                "[[mirrors]]\nnamespace = \"a\"\nupstream = \"ftp://x\"".into(),
+                "http",
+            ),
+            (
+                "[[mirrors]]\nnamespace = \"a\"\nupstream = \"https://x/v2\"".into(),
+                "host",
+            ),
+            (
+                format!(
+                    "{}\n[[mirrors]]\nnamespace = \"docker.io/library\"\nupstream = \"https://x\"",
+                    mirror("")
+                ),
+                "overlap",
+            ),
+            (
+                format!(
+                    "{}\n[[mirrors]]\nnamespace = \"quay.io\"\nupstream = \"https://quay.io\"\nunprefixed = true",
+                    mirror("unprefixed = true")
+                ),
+                "unprefixed",
+            ),
+        ] {
+            let err = toml::from_str::<Config>(&text)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     fn s3_config(extra: &str) -> anyhow::Result<()> {

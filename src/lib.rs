@@ -6,6 +6,7 @@
 //! - [`auth`]: accounts, grants, tokens: who may do what.
 //! - [`api`]: HTTP, translating requests to core calls.
 //! - [`metrics`]: what berth counts, in Prometheus's text format.
+//! - [`mirror`]: pull-through caches of other registries.
 
 pub mod api;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod gc;
 pub mod meta;
 pub mod metrics;
+pub mod mirror;
 pub mod sinks;
 pub mod storage;
 
@@ -34,6 +36,7 @@ pub struct App {
     pub auth: Arc<Auth>,
     pub sinks: Arc<sinks::SinkCatalog>,
     pub gc: Arc<gc::GarbageCollector>,
+    pub mirrors: Arc<mirror::Mirrors>,
     pub router: axum::Router,
     /// The first admin's password, when this start created the account.
     pub initial_admin_password: Option<String>,
@@ -61,12 +64,14 @@ impl App {
             meta.clone(),
             config.gc.clone(),
         ));
+        let mirrors = Arc::new(mirror::Mirrors::new(config, registry.clone(), meta.clone()).await?);
         let router = api::router(api::AppState {
             registry: registry.clone(),
             auth: auth.clone(),
             meta: meta.clone(),
             sinks: sinks.clone(),
             gc: gc.clone(),
+            mirrors: mirrors.clone(),
             metrics: api::metrics::MetricsPlace {
                 on_main_listener: config.metrics.listen_addr()?.is_none(),
             },
@@ -77,6 +82,7 @@ impl App {
             auth,
             sinks,
             gc,
+            mirrors,
             router,
             initial_admin_password,
         })
@@ -111,6 +117,8 @@ impl App {
         tokio::spawn(async move { sinks.follow_store().await });
         let registry = self.registry.clone();
         tokio::spawn(async move { registry.follow_cache_epoch().await });
+        let mirrors = self.mirrors.clone();
+        tokio::spawn(async move { mirrors.run_workers().await });
         let registry = self.registry.clone();
         tokio::spawn(async move {
             loop {

@@ -33,6 +33,10 @@ struct Metrics {
     deploys: IntCounterVec,
     gc_runs: IntCounterVec,
     gc_freed: IntCounterVec,
+    mirror_pulls: IntCounterVec,
+    mirror_upstream_bytes: IntCounterVec,
+    mirror_upstream_errors: IntCounterVec,
+    mirror_stale_serves: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -105,7 +109,45 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["kind"],
     )
     .expect("valid metric");
+    let mirror_pulls = IntCounterVec::new(
+        Opts::new(
+            "berth_mirror_pulls_total",
+            "Manifest and blob pulls through a mirror, by mirror and result (hit: answered \
+             from the cache, stale ones included; miss: fetched from the upstream).",
+        ),
+        &["mirror", "result"],
+    )
+    .expect("valid metric");
+    let mirror_upstream_bytes = IntCounterVec::new(
+        Opts::new(
+            "berth_mirror_upstream_bytes_total",
+            "Bytes of manifests and blobs a mirror received from its upstream.",
+        ),
+        &["mirror"],
+    )
+    .expect("valid metric");
+    let mirror_upstream_errors = IntCounterVec::new(
+        Opts::new(
+            "berth_mirror_upstream_errors_total",
+            "Upstream requests of a mirror that failed: unreachable, timed out, 5xx, 429, \
+             credentials refused, or bytes not matching their digest.",
+        ),
+        &["mirror"],
+    )
+    .expect("valid metric");
+    let mirror_stale_serves = IntCounterVec::new(
+        Opts::new(
+            "berth_mirror_stale_serves_total",
+            "Cached tags a mirror served unconfirmed because its upstream failed.",
+        ),
+        &["mirror"],
+    )
+    .expect("valid metric");
     for collector in [
+        &mirror_pulls,
+        &mirror_upstream_bytes,
+        &mirror_upstream_errors,
+        &mirror_stale_serves,
         &requests,
         &received,
         &sent,
@@ -131,6 +173,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         deploys,
         gc_runs,
         gc_freed,
+        mirror_pulls,
+        mirror_upstream_bytes,
+        mirror_upstream_errors,
+        mirror_stale_serves,
     }
 });
 
@@ -200,6 +246,45 @@ pub fn delivery_attempted(sink: &str, result: DeliveryResult) {
 /// Counts a deploy that ended in `state`.
 pub fn deploy_finished(state: &str) {
     METRICS.deploys.with_label_values(&[state]).inc();
+}
+
+/// Makes a mirror's counters show 0 before its first pull.
+pub fn mirror_started(mirror: &str) {
+    let m = &*METRICS;
+    for result in ["hit", "miss"] {
+        m.mirror_pulls.with_label_values(&[mirror, result]);
+    }
+    m.mirror_upstream_bytes.with_label_values(&[mirror]);
+    m.mirror_upstream_errors.with_label_values(&[mirror]);
+    m.mirror_stale_serves.with_label_values(&[mirror]);
+}
+
+/// Counts a pull through `mirror`: fetched from the upstream, or not.
+pub fn mirror_pull(mirror: &str, miss: bool) {
+    let result = if miss { "miss" } else { "hit" };
+    METRICS
+        .mirror_pulls
+        .with_label_values(&[mirror, result])
+        .inc();
+}
+
+/// The counter of bytes `mirror` received from its upstream.
+pub fn mirror_upstream_bytes(mirror: &str) -> IntCounter {
+    METRICS.mirror_upstream_bytes.with_label_values(&[mirror])
+}
+
+pub fn mirror_upstream_error(mirror: &str) {
+    METRICS
+        .mirror_upstream_errors
+        .with_label_values(&[mirror])
+        .inc();
+}
+
+pub fn mirror_stale_serve(mirror: &str) {
+    METRICS
+        .mirror_stale_serves
+        .with_label_values(&[mirror])
+        .inc();
 }
 
 /// Orders state changes and scrapes: a change that is both written to

@@ -198,8 +198,12 @@ fn realm(auth: &Auth, headers: &HeaderMap) -> String {
 }
 
 /// `GET|POST /auth/token`.
-pub async fn token(State(auth): State<Arc<Auth>>, request: Request) -> Response {
-    match issue(&auth, request).await {
+pub async fn token(
+    State(auth): State<Arc<Auth>>,
+    State(mirrors): State<Arc<crate::mirror::Mirrors>>,
+    request: Request,
+) -> Response {
+    match issue(&auth, &mirrors, request).await {
         Ok(response) => response,
         Err(e) => {
             let basic = matches!(e, RegistryError::Unauthorized(_));
@@ -215,7 +219,11 @@ pub async fn token(State(auth): State<Arc<Auth>>, request: Request) -> Response 
     }
 }
 
-async fn issue(auth: &Auth, request: Request) -> Result<Response> {
+async fn issue(
+    auth: &Auth,
+    mirrors: &crate::mirror::Mirrors,
+    request: Request,
+) -> Result<Response> {
     let peer = peer(&request);
     let (parts, body) = request.into_parts();
     let (params, credentials, oauth) = match parts.method {
@@ -274,6 +282,10 @@ async fn issue(auth: &Auth, request: Request) -> Result<Response> {
         wanted
             .extend(ResourceScope::parse_list(scope).map_err(RegistryError::TokenRequestInvalid)?);
     }
+    // Pulls through a mirror are authorized on the names it keeps them
+    // under, which a client asking for its own name does not know.
+    let aliases = mirrors.pull_aliases(&wanted).await;
+    wanted.extend(aliases);
     let caller = auth.caller(credentials, peer).await?;
     let issued = auth.issue_token(&caller, &wanted).await;
     let issued_at = humantime::format_rfc3339_seconds(

@@ -18,6 +18,7 @@ use crate::auth::{Auth, Caller};
 use crate::core::event::Origin;
 use crate::core::names::{Digest, RepoName};
 use crate::core::{BlobBody, RangeRequest, Registry, RegistryError, Result};
+use crate::mirror::{Mirrors, Pulled, Route};
 
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
@@ -25,6 +26,7 @@ const MAX_PAGE: u32 = 10_000;
 pub async fn dispatch(
     State(registry): State<Arc<Registry>>,
     State(auth): State<Arc<Auth>>,
+    State(mirrors): State<Arc<Mirrors>>,
     request: Request,
 ) -> Response {
     let endpoint = match Endpoint::parse(request.uri().path()) {
@@ -32,7 +34,7 @@ pub async fn dispatch(
         Err(e) => return e.into_response(),
     };
     let route = RouteName(endpoint.route_name());
-    let mut response = admit_and_route(&registry, &auth, endpoint, request).await;
+    let mut response = admit_and_route(&registry, &auth, &mirrors, endpoint, request).await;
     response.extensions_mut().insert(route);
     response
 }
@@ -40,16 +42,17 @@ pub async fn dispatch(
 async fn admit_and_route(
     registry: &Registry,
     auth: &Auth,
+    mirrors: &Mirrors,
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
-    let need = api_auth::needs(&endpoint, request.method());
+    let asked = Asked::of(&request);
+    let (endpoint, mirror, caller) = match asked.admit_routed(auth, mirrors, endpoint).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     let peer = api_auth::peer(&request);
     let challenge = api_auth::challenge_scopes(&endpoint, request.method(), request.uri().query());
-    let caller = match api_auth::admit(auth, request.headers(), peer, need.as_ref()).await {
-        Ok(caller) => caller,
-        Err(e) => return api_auth::refusal(auth, request.headers(), &challenge, e),
-    };
     // A mount from a repository the token does not cover, but the account
     // could: ask for a token that covers it, so the mount can happen
     // (a client that cannot get one uploads instead).
@@ -61,14 +64,96 @@ async fn admit_and_route(
         return api_auth::refusal(auth, request.headers(), &challenge, e);
     }
     let origin = api_auth::origin(&caller, peer, request.headers(), request.method());
-    match route(registry, &caller, &origin, endpoint, request).await {
+    let mirrored = mirror.as_ref().map(|route| (mirrors, route));
+    match route(registry, mirrored, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
+/// What admission looks at in a request.
+struct Asked<'a> {
+    headers: &'a HeaderMap,
+    method: Method,
+    query: Option<String>,
+    peer: Option<std::net::IpAddr>,
+}
+
+impl<'a> Asked<'a> {
+    fn of(request: &'a Request) -> Asked<'a> {
+        Asked {
+            headers: request.headers(),
+            method: request.method().clone(),
+            query: request.uri().query().map(str::to_owned),
+            peer: api_auth::peer(request),
+        }
+    }
+
+    /// Admits the request on the repository it acts on: a mirror's, when a
+    /// mirror answers it (a push into one is refused here). A name of no
+    /// namespace that a mirror would answer is answered as a local name to
+    /// a caller who may not pull through the mirror.
+    async fn admit_routed(
+        &self,
+        auth: &Auth,
+        mirrors: &Mirrors,
+        endpoint: Endpoint,
+    ) -> std::result::Result<(Endpoint, Option<Route>, Caller), Response> {
+        let mirror = match self.mirror_route(mirrors, &endpoint).await {
+            Ok(Some(mirror)) => mirror,
+            Ok(None) => {
+                let caller = self.admit(auth, &endpoint).await?;
+                return Ok((endpoint, None, caller));
+            }
+            Err(e) => return Err(e.into_response()),
+        };
+        let routed = endpoint.clone().with_repository(mirror.local.clone());
+        match self.admit(auth, &routed).await {
+            Ok(caller) => Ok((routed, Some(mirror), caller)),
+            Err(_) if mirror.unprefixed => {
+                let caller = self.admit(auth, &endpoint).await?;
+                Ok((endpoint, None, caller))
+            }
+            Err(refused) => Err(refused),
+        }
+    }
+
+    /// Authenticates the request and checks it may do what `endpoint`
+    /// needs; a refusal is the answer to send.
+    async fn admit(
+        &self,
+        auth: &Auth,
+        endpoint: &Endpoint,
+    ) -> std::result::Result<Caller, Response> {
+        let need = api_auth::needs(endpoint, &self.method);
+        api_auth::admit(auth, self.headers, self.peer, need.as_ref())
+            .await
+            .map_err(|e| {
+                let challenge =
+                    api_auth::challenge_scopes(endpoint, &self.method, self.query.as_deref());
+                api_auth::refusal(auth, self.headers, &challenge, e)
+            })
+    }
+
+    /// The mirror that answers the request, if any (`ns` is how containerd
+    /// names the registry an image belongs to).
+    async fn mirror_route(&self, mirrors: &Mirrors, endpoint: &Endpoint) -> Result<Option<Route>> {
+        let Some(repo) = endpoint.repository() else {
+            return Ok(None);
+        };
+        let pull = matches!(self.method, Method::GET | Method::HEAD)
+            && !matches!(endpoint, Endpoint::Uploads(_) | Endpoint::Upload(..));
+        let query = Query::parse(self.query.as_deref());
+        match mirrors.route(repo, query.get("ns"), pull).await? {
+            Some(route) if !pull => Err(route.refuse_write()),
+            route => Ok(route),
+        }
+    }
+}
+
 async fn route(
     registry: &Registry,
+    mirror: Option<(&Mirrors, &Route)>,
     caller: &Caller,
     origin: &Origin,
     endpoint: Endpoint,
@@ -85,7 +170,18 @@ async fn route(
         (E::Tags(repo), Method::GET) => tags(registry, &repo, &query).await,
         (E::Manifest(repo, reference), m @ (Method::GET | Method::HEAD)) => {
             let pulled_by = (m == Method::GET).then_some(origin);
-            let manifest = registry.get_manifest(&repo, &reference, pulled_by).await?;
+            let Pulled {
+                value: manifest,
+                warning,
+            } = match mirror {
+                Some((mirrors, route)) => {
+                    mirrors.pull_manifest(route, &reference, pulled_by).await?
+                }
+                None => Pulled {
+                    value: registry.get_manifest(&repo, &reference, pulled_by).await?,
+                    warning: None,
+                },
+            };
             let headers = [
                 (header::CONTENT_TYPE, manifest.media_type.clone()),
                 (header::CONTENT_LENGTH, manifest.content.len().to_string()),
@@ -97,7 +193,15 @@ async fn route(
             } else {
                 Body::from(manifest.content.clone())
             };
-            Ok(with_headers(StatusCode::OK, headers, body))
+            let mut response = with_headers(StatusCode::OK, headers, body);
+            if let Some(warning) = warning {
+                set(
+                    &mut response,
+                    header::WARNING,
+                    &crate::mirror::route::warning_value(&warning),
+                );
+            }
+            Ok(response)
         }
         (E::Manifest(repo, reference), Method::PUT) => {
             let limit = registry.options().max_manifest_bytes;
@@ -125,7 +229,10 @@ async fn route(
             Ok(response)
         }
         (E::Blob(repo, digest), Method::HEAD) => {
-            let size = registry.blob_size(&repo, &digest).await?;
+            let size = match mirror {
+                Some((mirrors, route)) => mirrors.pull_blob_size(route, &digest).await?,
+                None => registry.blob_size(&repo, &digest).await?,
+            };
             Ok(blob_headers(StatusCode::OK, &digest, size, Body::empty()))
         }
         (E::Blob(repo, digest), Method::GET) => {
@@ -133,7 +240,10 @@ async fn route(
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(RangeRequest::parse);
-            let read = registry.read_blob(&repo, &digest, range).await?;
+            let read = match mirror {
+                Some((mirrors, route)) => mirrors.pull_blob(route, &digest, range).await?,
+                None => registry.read_blob(&repo, &digest, range).await?,
+            };
             let stream = match read.body {
                 BlobBody::Stream(stream) => stream,
                 BlobBody::Redirect(url) => {

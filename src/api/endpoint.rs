@@ -7,7 +7,7 @@
 use crate::core::names::{Digest, Reference, RepoName};
 use crate::core::{RegistryError, Result};
 
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Endpoint {
     /// `/v2/`
     Base,
@@ -113,6 +113,22 @@ impl Endpoint {
             Endpoint::Uploads(_) => "blob_upload",
             Endpoint::Upload(..) => "blob_upload_chunk",
             Endpoint::Referrers(..) => "referrers",
+        }
+    }
+
+    /// The same endpoint on another repository (a mirror keeps what
+    /// clients name one way under another name).
+    pub fn with_repository(self, name: RepoName) -> Endpoint {
+        match self {
+            Endpoint::Base | Endpoint::Catalog => self,
+            Endpoint::Tags(_) => Endpoint::Tags(name),
+            Endpoint::Manifest(_, r) => Endpoint::Manifest(name, r),
+            Endpoint::Blob(_, d) => Endpoint::Blob(name, d),
+            Endpoint::Uploads(_) => Endpoint::Uploads(name),
+            Endpoint::Upload(_, id) => Endpoint::Upload(name, id),
+            Endpoint::Referrers(_, d) => Endpoint::Referrers(name, d),
+            Endpoint::UnnamedManifest(_, r) => Endpoint::UnnamedManifest(name, r),
+            Endpoint::UnnamedBlob(_, d) => Endpoint::UnnamedBlob(name, d),
         }
     }
 

@@ -31,6 +31,7 @@ pub struct AppState {
     pub meta: crate::meta::MetaStore,
     pub sinks: Arc<crate::sinks::SinkCatalog>,
     pub gc: Arc<crate::gc::GarbageCollector>,
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     pub metrics: metrics::MetricsPlace,
 }
 

@@ -82,6 +82,9 @@ enum AdminCommand {
     /// Garbage collection: start a run, or see the last report.
     #[command(subcommand)]
     Gc(GcCommand),
+    /// Pull-through mirrors, and what each has cached.
+    #[command(subcommand)]
+    Mirror(super::mirrors::MirrorCommand),
     /// Who pushed, deleted or changed what, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -249,7 +252,7 @@ struct ClientFile {
     password: Option<String>,
 }
 
-struct Client {
+pub(super) struct Client {
     http: reqwest::Client,
     base: String,
     user: String,
@@ -283,14 +286,14 @@ fn query(pairs: &[(&str, Option<&String>)]) -> String {
 }
 
 /// Percent-encodes one path segment (repository names contain `/`).
-fn seg(s: &str) -> String {
+pub(super) fn seg(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
 }
 
 impl Client {
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -330,7 +333,7 @@ impl Client {
         })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
 }
@@ -342,7 +345,7 @@ fn read_secret_line() -> anyhow::Result<String> {
 }
 
 /// A webhook or rule spec from a TOML or JSON file.
-fn spec_file(path: &PathBuf) -> anyhow::Result<Value> {
+pub(super) fn spec_file(path: &PathBuf) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Ok(v) = serde_json::from_str::<Value>(&text) {
@@ -665,6 +668,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let rows = client.get(&format!("/deploys?{query}")).await?;
             out.table(&rows, &rows, table::DEPLOYS);
         }
+        AdminCommand::Mirror(c) => super::mirrors::run(&client, &out, c).await?,
         AdminCommand::Gc(GcCommand::Status) => out.object(&client.get("/gc").await?),
         AdminCommand::Gc(GcCommand::Run { dry_run }) => {
             let before = client.get("/gc").await?;

@@ -5,10 +5,12 @@
 //! - [`deploys`]: the deploy and delivery logs, and rollbacks.
 //! - [`gc`]: garbage collection now, from this process.
 //! - [`admin`]: a client of a running berth's admin API.
+//! - [`mirrors`]: `berth admin mirror`, pull-through mirrors through it.
 //! - [`table`]: how answers are printed.
 
 pub mod accounts;
 pub mod admin;
 pub mod deploys;
 pub mod gc;
+pub mod mirrors;
 pub mod table;

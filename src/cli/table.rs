@@ -32,6 +32,8 @@ const BYTE_FIELDS: &[&str] = &[
     "unique_size",
     "image_size",
     "bytes_freed",
+    "cached_bytes",
+    "max_bytes",
 ];
 
 /// `3002716` as `3.0 MB`: decimal units, as docker and podman print them.

@@ -65,7 +65,7 @@ const EXTERNAL_CACHE_POLL: Duration = Duration::from_millis(250);
 /// How long a collector waits, after marking blobs, before removing their
 /// bytes: long enough for every serving process to have dropped them from
 /// its cache.
-const EXTERNAL_CACHE_DELAY: Duration = Duration::from_millis(600);
+pub(super) const EXTERNAL_CACHE_DELAY: Duration = Duration::from_millis(600);
 
 fn gc_origin() -> Origin {
     Origin {
@@ -255,7 +255,7 @@ impl Registry {
         }
     }
 
-    async fn remove_marked_blobs(&self, marked: Vec<(Digest, u64)>) -> Result<()> {
+    pub(super) async fn remove_marked_blobs(&self, marked: Vec<(Digest, u64)>) -> Result<()> {
         let digests: Vec<Digest> = marked.into_iter().map(|(d, _)| d).collect();
         for digest in &digests {
             self.blobs.delete_blob(digest).await?;
@@ -264,7 +264,7 @@ impl Registry {
     }
 
     /// Drops this process's cached reads and tells other processes to.
-    async fn cache_changed(&self) -> Result<()> {
+    pub(super) async fn cache_changed(&self) -> Result<()> {
         self.cache.clear();
         self.meta.bump_cache_epoch().await
     }

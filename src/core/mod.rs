@@ -1,6 +1,7 @@
 //! The registry core: push, pull and validation logic, with no HTTP in
 //! sight. The API layer translates requests into calls on [`Registry`].
 
+mod cached;
 pub mod clock;
 pub mod error;
 pub mod event;
@@ -13,6 +14,7 @@ mod registry;
 pub mod retention;
 mod upload_locks;
 
+pub use cached::Evicted;
 pub use error::{RegistryError, Result};
 pub use registry::{
     BlobBody, BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryOptions,

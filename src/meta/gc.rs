@@ -11,10 +11,12 @@ use crate::meta::{MetaStore, now_ms};
 
 /// A manifest nothing needs any more: no tag, no manifest that points at
 /// it, no subject it refers to, and no rollout that ran it. `?1` is the
-/// cutoff time: younger manifests are kept.
+/// cutoff time: younger manifests are kept. A mirror's cached manifests
+/// are never garbage (one pulled by digest has no tag): the mirror's size
+/// cap evicts them.
 macro_rules! manifest_is_garbage {
     () => {
-        "m.created_at < $1 \
+        "m.created_at < $1 AND m.mirror IS NULL \
          AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.repository = m.repository AND t.digest = m.digest) \
          AND NOT EXISTS (SELECT 1 FROM manifest_references r \
                          WHERE r.repository = m.repository AND r.target = m.digest) \
@@ -26,12 +28,13 @@ macro_rules! manifest_is_garbage {
 }
 
 /// A blob no manifest references and no repository linked since the
-/// cutoff `?1`.
+/// cutoff `?1`, nor a mirror cached (its size cap evicts those).
 macro_rules! blob_is_garbage {
     () => {
         "b.created_at < $1 \
          AND NOT EXISTS (SELECT 1 FROM manifest_references r WHERE r.target = b.digest) \
-         AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest AND rb.created_at >= $1)"
+         AND NOT EXISTS (SELECT 1 FROM repository_blobs rb WHERE rb.digest = b.digest \
+                         AND (rb.created_at >= $1 OR rb.mirror IS NOT NULL))"
     };
 }
 

@@ -8,12 +8,16 @@ mod admin;
 mod durable;
 mod events;
 mod gc;
+mod mirrors;
 
 pub use admin::{
     AuditRow, ManifestSummary, NewAudit, RepositorySummary, SettingsRow, SinkRow, TagRow,
 };
 pub use events::{AttemptOutcome, DeliveryRow, DeployRow, NewDeploy};
 pub use gc::GarbageManifest;
+pub use mirrors::{
+    CachedItem, CachedPull, CachedTag, CountDelta, MirrorRepositoryRow, MirrorSpecRow,
+};
 
 use std::path::PathBuf;
 use std::str::FromStr;

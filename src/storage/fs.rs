@@ -200,6 +200,11 @@ impl FsStore {
         .await
     }
 
+    /// Opens an upload's file for reading.
+    pub async fn open_upload(&self, upload: &str) -> Result<tokio::fs::File> {
+        Ok(tokio::fs::File::open(self.upload_path(upload)).await?)
+    }
+
     /// Whether a blob's bytes are stored.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()

@@ -192,6 +192,17 @@ impl BlobStore {
         }
     }
 
+    /// Opens an upload's bytes for reading while they are being written,
+    /// where a backend keeps them in one file (local disk; `None` on S3,
+    /// whose parts are readable only once the blob is committed). A commit
+    /// renames the file: what was opened reads on, to the end.
+    pub async fn open_upload(&self, upload: &str) -> Result<Option<tokio::fs::File>> {
+        match self {
+            BlobStore::Fs(s) => s.open_upload(upload).await.map(Some),
+            BlobStore::S3(_) => Ok(None),
+        }
+    }
+
     /// Whether a blob's bytes are stored.
     pub async fn has_blob(&self, digest: &Digest) -> Result<bool> {
         match self {

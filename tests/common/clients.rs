@@ -619,14 +619,19 @@ impl Drop for Unmount {
 
 impl Docker {
     pub fn start(dir: &Path) -> Docker {
+        Docker::start_with(dir, serde_json::json!({}))
+    }
+
+    /// A dockerd whose daemon.json also has the keys of `settings` (such
+    /// as `registry-mirrors`).
+    pub fn start_with(dir: &Path, settings: Value) -> Docker {
         fs::create_dir_all(dir).unwrap();
         let config = dir.join("daemon.json");
-        let key = dir.join("key.json");
-        fs::write(
-            &config,
-            serde_json::json!({ "deprecated-key-path": key }).to_string(),
-        )
-        .unwrap();
+        let mut daemon_json = serde_json::json!({ "deprecated-key-path": dir.join("key.json") });
+        if let (Some(all), Some(extra)) = (daemon_json.as_object_mut(), settings.as_object()) {
+            all.extend(extra.clone());
+        }
+        fs::write(&config, daemon_json.to_string()).unwrap();
         let socket = dir.join("d.sock");
         let daemon = Daemon::start(
             "dockerd",

@@ -9,12 +9,13 @@
 //! This file holds what every handler shares (errors, extractors, the
 //! caller, the OpenAPI document and the router); each resource has a file:
 //! [`repositories`], [`accounts`], [`events`] (webhooks, deploy rules,
-//! deliveries, deploys), [`gc`], [`audit`].
+//! deliveries, deploys), [`gc`], [`audit`], [`mirrors`].
 
 mod accounts;
 mod audit;
 mod events;
 mod gc;
+mod mirrors;
 mod repositories;
 
 pub use events::{DeliveryInfo, DeployInfo};
@@ -241,7 +242,7 @@ pub(super) fn page(limit: Option<u32>) -> ApiResult<u32> {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, garbage collection; read the audit log."),
+    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, pull-through mirrors, garbage collection; read the audit log."),
     components(schemas(ApiError)),
     security(("basic" = [])),
 )]
@@ -347,6 +348,13 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(events::list_deploys))
         .routes(routes!(audit::audit_log))
         .routes(routes!(gc::gc_status, gc::start_gc))
+        .routes(routes!(mirrors::list_mirrors, mirrors::create_mirror))
+        .routes(routes!(
+            mirrors::get_mirror,
+            mirrors::update_mirror,
+            mirrors::delete_mirror
+        ))
+        .routes(routes!(mirrors::list_cached_repositories))
         .split_for_parts();
     // After the routes are in: the modifier documents every operation.
     utoipa::Modify::modify(&BasicAuth, &mut doc);
