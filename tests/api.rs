@@ -667,6 +667,13 @@ async fn tag_list_is_sorted_and_paged() {
         r.json::<Value>().await.unwrap()["tags"],
         json!(["B", "v10", "v2", "v3"])
     );
+    // No tag holds a NUL, so a `last` with one falls between tags too
+    // (PostgreSQL text cannot hold it).
+    let r = get(&c, &b, "/v2/t/img/tags/list?last=A%00b").await;
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["tags"],
+        json!(["B", "v10", "v2", "v3"])
+    );
 }
 
 /// Sends a request exactly as written: HTTP clients normalise paths (`..`)

@@ -386,6 +386,7 @@ async fn every_endpoint_answers_malformed_input_with_the_spec_code() {
         case("GET", "/v2/_catalog?n=18446744073709551616", 200, None),
         case("GET", "/v2/edge/repo/tags/list?n=0", 200, None),
         case("GET", "/v2/edge/repo/tags/list?last=%00%ff", 200, None),
+        case("GET", "/v2/_catalog?last=edge%00%ff", 200, None),
         case(
             "GET",
             "/v2/nosuch/repo/tags/list",

@@ -715,17 +715,27 @@ impl MetaStore {
                 .await?
             }
             Some(last) => {
+                // PostgreSQL text cannot hold NUL, and no tag contains one:
+                // every tag after `p\0…` is after `p` and differs from it
+                // beyond case, so cut there and leave out `p`'s case variants.
+                let (last, case_variants) = match last.find('\0') {
+                    Some(nul) => (&last[..nul], false),
+                    None => (last, true),
+                };
                 sqlx::query(self.pick(
                     "SELECT name FROM tags WHERE repository = $1 \
-                     AND (name > $2 COLLATE NOCASE OR (name = $2 COLLATE NOCASE AND name > $2)) \
+                     AND (name > $2 COLLATE NOCASE \
+                          OR ($4 AND name = $2 COLLATE NOCASE AND name > $2)) \
                      ORDER BY name COLLATE NOCASE, name LIMIT $3",
                     "SELECT name FROM tags WHERE repository = $1 \
-                     AND (lower(name) > lower($2) OR (lower(name) = lower($2) AND name > $2)) \
+                     AND (lower(name) > lower($2) \
+                          OR ($4 AND lower(name) = lower($2) AND name > $2)) \
                      ORDER BY lower(name), name LIMIT $3",
                 ))
                 .bind(repo.as_str())
                 .bind(last)
                 .bind(i64::from(limit))
+                .bind(case_variants)
                 .fetch_all(&self.pool)
                 .await?
             }
@@ -735,9 +745,12 @@ impl MetaStore {
 
     /// Up to `limit` repository names after `last`, in lexical order.
     pub async fn list_repositories(&self, limit: u32, last: Option<&str>) -> Result<Vec<String>> {
+        // No name contains NUL, so the names after `p\0…` are those after
+        // `p` (and PostgreSQL text cannot hold NUL).
+        let last = last.map_or("", |last| last.split('\0').next().unwrap_or(""));
         let rows =
             sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last.unwrap_or(""))
+                .bind(last)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
