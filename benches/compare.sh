@@ -249,15 +249,33 @@ run_reps() {
 # --- the workloads -------------------------------------------------------
 if [ "$QUICK" = 1 ]; then
     LIM_SECS=1; DD_RUNS=1
-    D=2; REPOS=100; BIG=1000; MIX_N=60; SMALL_N=1000; MID_N=200; BIG_N=20
+    D=2; REPOS=100; BIG=1000; MIX_N=60; SMALL_N=1000; MID_N=200; BIG_N=20; PUT_REPOS=100; PUT_TAGS=300
 else
     LIM_SECS=3; DD_RUNS=3
-    D=5; REPOS=1000; BIG=10000; MIX_N=400; SMALL_N=3000; MID_N=400; BIG_N=40
+    D=5; REPOS=1000; BIG=10000; MIX_N=400; SMALL_N=3000; MID_N=400; BIG_N=40; PUT_REPOS=300; PUT_TAGS=1000
 fi
 
 # The limits are measured before and after the workloads; the targets are
 # judged against the higher figure.
 measure_limits "$WORK/limits-start.env"
+
+# Idle memory: each server fresh, after a few seconds of nothing.
+fresh_servers
+sleep 5
+idle_rss() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+printf 'DIST_IDLE_RSS=%s\nBERTH_IDLE_RSS=%s\n' "$(idle_rss "$DIST_PID")" "$(idle_rss "$BERTH_PID")" > "$WORK/idle.env"
+log "idle RSS: $(tr '\n' ' ' < "$WORK/idle.env")"
+
+# Manifest PUTs: many repositories at 8 threads, and one repository's tags
+# pushed one after another (each PUT waits for its own synced commit).
+log "manifest PUTs: $PUT_REPOS repositories x 10 tags at c=8; $PUT_TAGS tags into one repository at c=1"
+for rep in $(seq "$REPS"); do
+    fresh_servers
+    for reg in dist berth; do
+        run_one "$reg" manifest-put-c8 "$rep" -c 8 --prefix "put$rep" populate --repos "$PUT_REPOS" --tags 10 --big-tags 0
+        run_one "$reg" tag-push-c1 "$rep" -c 1 --prefix "one$rep" populate --repos 1 --tags 0 --big-tags "$PUT_TAGS"
+    done
+done
 
 log "lists: $REPOS repositories x 10 tags, one of $BIG tags"
 fresh_servers
@@ -268,6 +286,7 @@ run_reps tags-big-c4 -c 4 -d "$D" tags-big
 run_reps catalog-c16 -c 16 -d "$D" catalog
 
 fresh_servers
+run_reps root-c64 -c 64 -d "$D" root
 for c in 16 64; do
     run_reps "manifest-get-c$c" -c "$c" -d "$D" manifest-get
     run_reps "head-blob-c$c" -c "$c" -d "$D" head-blob
@@ -315,7 +334,7 @@ lim = {k: max(lim0[k], lim1[k]) for k in lim0}
 runs = [json.loads(l) for l in open(env["RESULTS"]) if l.strip()]
 
 def metric(wid):
-    if wid == "populate": return "units_per_s", "manifest PUT/s"
+    if wid == "populate" or wid.startswith(("manifest-put", "tag-push")): return "units_per_s", "manifest PUT/s"
     if wid.startswith("tags-big"): return "ops_per_s", "listings/s"
     if wid.startswith("catalog"): return "req_per_s", "pages/s"
     if wid.startswith("small-images"): return "ops_per_s", "images/s"
@@ -361,7 +380,11 @@ for wid in ids:
     ratio = b["v"] / d["v"] if d and b and d["v"] else None
     pr = d["p99"] / b["p99"] if d and b and b["p99"] else None
     g = lambda s, k: fmt(s[k]) if s else "—"
-    cu = lambda s: f"{fmt(s['cpu_unit'][1])} {s['cpu_unit'][0]}" if s and s["cpu_unit"] else "—"
+    def cu(s):
+        if not (s and s["cpu_unit"]): return "—"
+        unit, v = s["cpu_unit"]
+        # Small requests cost microseconds: show them so.
+        return f"{v * 1000:,.1f} µs/op" if unit == "ms/op" and v < 1 else f"{fmt(v)} {unit}"
     table.append(f"| {wid} | {unit} | {g(d,'v')} | {g(b,'v')} | {fmt(ratio)}{'' if ratio is None or ratio >= 1 else ' ✗'} "
                  f"| {g(d,'p99')} / {g(b,'p99')} | {fmt(pr)} | {g(d,'cpu')} s / {g(b,'cpu')} s | {cu(d)} / {cu(b)} "
                  f"| {g(d,'rss')} / {g(b,'rss')}{'' if not (d and b) or b['rss'] <= d['rss'] else ' ✗'} "
@@ -388,6 +411,8 @@ if "pull-1GiB-c1" in rows and rows["pull-1GiB-c1"][1]:
 higher = [(w, d["rss"], b["rss"]) for w, (d, b) in rows.items() if d and b and b["rss"] > d["rss"]]
 bmax = max((b["rss"] for d, b in rows.values() if b), default=0)
 dmax = max((d["rss"] for d, b in rows.values() if d), default=0)
+idle = dict(l.strip().split("=", 1) for l in open(os.path.join(env["WORK"], "idle.env")) if "=" in l)
+t.append(f"- idle RSS (fresh server, 5 s after start): Distribution {idle.get('DIST_IDLE_RSS', '?')} MiB, berth {idle.get('BERTH_IDLE_RSS', '?')} MiB")
 t.append(f"- peak RSS no higher than Distribution's: overall max berth {bmax:.1f} MiB vs Distribution {dmax:.1f} MiB; "
          + ("**met** on every workload" if not higher else "**missed** on " + ", ".join(f"{w} ({b:.1f} vs {d:.1f})" for w, d, b in higher)))
 errs = [(w, d["errors"] if d else 0, b["errors"] if b else 0) for w, (d, b) in rows.items() if (d and d["errors"]) or (b and b["errors"])]

@@ -87,6 +87,8 @@ enum Workload {
         #[arg(long)]
         blobs: Option<usize>,
     },
+    /// GET /v2/, the version check every client starts with.
+    Root,
     /// GET a manifest by tag (setup pushes a small image).
     ManifestGet,
     /// HEAD a blob (setup pushes a small image).
@@ -162,6 +164,7 @@ impl Workload {
                 human_size(*size)
             ),
             Workload::Pull { size, .. } => format!("pull-{}", human_size(*size)),
+            Workload::Root => "root".into(),
             Workload::ManifestGet => "manifest-get".into(),
             Workload::HeadBlob => "head-blob".into(),
             Workload::Populate { .. } => "populate".into(),
@@ -235,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             chunk_size,
         } => workloads::push(&ctx, *size, *chunked, (*chunk_size).max(1)).await?,
         Workload::Pull { size, blobs } => workloads::pull(&ctx, *size, *blobs).await?,
+        Workload::Root => workloads::root(&ctx).await?,
         Workload::ManifestGet => workloads::manifest_get(&ctx).await?,
         Workload::HeadBlob => workloads::head_blob(&ctx).await?,
         Workload::Populate {

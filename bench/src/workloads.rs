@@ -197,6 +197,24 @@ async fn small_image(reg: &Registry, repo: &str) -> anyhow::Result<String> {
     Ok(digest_of(&img.layers[0]))
 }
 
+pub async fn root(ctx: &Ctx) -> anyhow::Result<Measured> {
+    let reg = ctx.reg.clone();
+    let (stats, usage) = ctx
+        .measure(ctx.concurrency, ctx.limit, move |_| {
+            let reg = reg.clone();
+            async move {
+                reg.ping().await?;
+                Ok(Outcome::requests(1))
+            }
+        })
+        .await?;
+    Ok(Measured {
+        params: json!({}),
+        stats,
+        usage,
+    })
+}
+
 pub async fn manifest_get(ctx: &Ctx) -> anyhow::Result<Measured> {
     let repo = format!("{}/image", ctx.prefix);
     small_image(&ctx.reg, &repo).await?;
