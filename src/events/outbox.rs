@@ -82,6 +82,9 @@ impl RetryPolicy {
 /// Longest a sink sleeps without looking at the store, in case another
 /// process (a replica, the CLI) queued something.
 const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How long the fan-out waits after an event is written, for the ones
+/// written just after it.
+const FAN_OUT_PAUSE: Duration = Duration::from_millis(5);
 /// Longest one delivery may take before it counts as failed.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -138,7 +141,11 @@ impl Dispatcher {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = self.events_written.notified() => {}
+                    _ = self.events_written.notified() => {
+                        // Pushes come in bursts: fan out what a few
+                        // milliseconds bring in one transaction.
+                        tokio::time::sleep(FAN_OUT_PAUSE).await;
+                    }
                     _ = self.sinks.changed.notified() => {}
                 }
             }
@@ -208,14 +215,18 @@ impl Dispatcher {
                 return Ok(handled);
             }
             let sinks = self.sinks.current();
-            for event in &events {
-                let names: Vec<String> = sinks
-                    .iter()
-                    .filter(|s| s.wants(event))
-                    .map(|s| s.name().to_owned())
-                    .collect();
-                self.meta.fan_out(event.seq, &names).await?;
-            }
+            let fanned: Vec<(i64, Vec<String>)> = events
+                .iter()
+                .map(|event| {
+                    let names = sinks
+                        .iter()
+                        .filter(|s| s.wants(event))
+                        .map(|s| s.name().to_owned())
+                        .collect();
+                    (event.seq, names)
+                })
+                .collect();
+            self.meta.fan_out(&fanned).await?;
             handled += events.len();
         }
     }

@@ -133,12 +133,12 @@ impl MetaStore {
             concat!(
                 "SELECT ",
                 summary_columns!("MAX"),
-                " FROM repositories r WHERE r.name > $1 AND instr(r.name, $2) > 0 ORDER BY r.name LIMIT $3"
+                " FROM repositories r WHERE r.name > $1 AND instr(r.name, $2) > 0 ORDER BY r.name LIMIT CAST($3 AS BIGINT)"
             ),
             concat!(
                 "SELECT ",
                 summary_columns!("GREATEST"),
-                " FROM repositories r WHERE r.name > $1 AND strpos(r.name, $2) > 0 ORDER BY r.name LIMIT $3"
+                " FROM repositories r WHERE r.name > $1 AND strpos(r.name, $2) > 0 ORDER BY r.name LIMIT CAST($3 AS BIGINT)"
             ),
         ))
         .bind(after.unwrap_or(""))
@@ -381,7 +381,7 @@ impl MetaStore {
                SELECT created_at, actor, request_addr, 'manifest.' || action, \
                  repository || COALESCE(':' || tag, '') || COALESCE('@' || digest, ''), '' \
                  FROM events WHERE action IN ('push', 'delete') AND created_at < $1 \
-             ) AS entries ORDER BY at DESC LIMIT $2",
+             ) AS entries ORDER BY at DESC LIMIT CAST($2 AS BIGINT)",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))

@@ -196,7 +196,7 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(""),
-            " FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT $1"
+            " FROM events WHERE fanned_out = 0 ORDER BY seq LIMIT CAST($1 AS BIGINT)"
         ))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -204,28 +204,40 @@ impl MetaStore {
         Ok(rows.iter().map(event_from_row).collect())
     }
 
-    /// Creates a pending delivery of event `seq` to each of `sinks`, and
-    /// marks the event as fanned out, in one transaction.
-    pub async fn fan_out(&self, seq: i64, sinks: &[String]) -> Result<()> {
+    /// Creates a pending delivery of each event to each of its sinks, and
+    /// marks the events as fanned out, in one transaction. It need not wait
+    /// for the disk: lost in a crash, it is redone the same way from the
+    /// events, and a delivery's outcome, which is synced, covers it.
+    ///
+    /// `fanned` is every event not yet fanned out up to its last, oldest
+    /// first ([`events_to_fan_out`](Self::events_to_fan_out)): events are
+    /// written under the write lock, so they commit in `seq` order and none
+    /// below the last can appear later.
+    pub async fn fan_out(&self, fanned: &[(i64, Vec<String>)]) -> Result<()> {
+        let Some((last, _)) = fanned.last() else {
+            return Ok(());
+        };
         let mut tx = self.write_tx().await?;
         let now = now_ms();
-        for sink in sinks {
-            sqlx::query(
-                "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
-                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(seq)
-            .bind(sink)
-            .bind(now)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        for (seq, sinks) in fanned {
+            for sink in sinks {
+                sqlx::query(
+                    "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
+                     VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(seq)
+                .bind(sink)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
-        sqlx::query("UPDATE events SET fanned_out = 1 WHERE seq = $1")
-            .bind(seq)
+        sqlx::query("UPDATE events SET fanned_out = 1 WHERE fanned_out = 0 AND seq <= $1")
+            .bind(last)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        tx.commit_unsynced().await?;
         Ok(())
     }
 
@@ -314,7 +326,7 @@ impl MetaStore {
             "SELECT d.event_seq, e.id, d.sink, d.state, d.attempts, d.last_error, d.updated_at \
              FROM deliveries d JOIN events e ON e.seq = d.event_seq \
              WHERE ($1 IS NULL OR d.sink = $1) AND ($2 IS NULL OR d.state = $2) \
-             ORDER BY d.event_seq DESC, d.sink LIMIT $3",
+             ORDER BY d.event_seq DESC, d.sink LIMIT CAST($3 AS BIGINT)",
         )
         .bind(sink)
         .bind(state)
@@ -396,7 +408,7 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT ",
             deploy_columns!(),
-            " FROM deploys WHERE ($1 IS NULL OR rule = $1) ORDER BY id DESC LIMIT $2"
+            " FROM deploys WHERE ($1 IS NULL OR rule = $1) ORDER BY id DESC LIMIT CAST($2 AS BIGINT)"
         ))
         .bind(rule)
         .bind(i64::from(limit))

@@ -51,7 +51,7 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT m.repository, m.digest, m.media_type, m.size FROM manifests m WHERE ",
             manifest_is_garbage!(),
-            " ORDER BY m.repository, m.digest LIMIT $2"
+            " ORDER BY m.repository, m.digest LIMIT CAST($2 AS BIGINT)"
         ))
         .bind(cutoff)
         .bind(i64::from(limit))
@@ -106,7 +106,7 @@ impl MetaStore {
         let rows = sqlx::query(concat!(
             "SELECT b.digest, b.size FROM blobs b WHERE b.digest > $2 AND b.deleting = 0 AND ",
             blob_is_garbage!(),
-            " ORDER BY b.digest LIMIT $3"
+            " ORDER BY b.digest LIMIT CAST($3 AS BIGINT)"
         ))
         .bind(cutoff)
         .bind(after)

@@ -267,7 +267,7 @@ impl MetaStore {
                SELECT rb.repository, rb.digest, 0 AS manifest, b.size, \
                  COALESCE(rb.last_pull, rb.created_at) AS used \
                  FROM repository_blobs rb JOIN blobs b ON b.digest = rb.digest WHERE rb.mirror = $1 \
-             ) AS cached ORDER BY used, manifest, repository, digest LIMIT $2",
+             ) AS cached ORDER BY used, manifest, repository, digest LIMIT CAST($2 AS BIGINT)",
         )
         .bind(mirror)
         .bind(i64::from(limit))

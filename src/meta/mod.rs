@@ -1,7 +1,12 @@
 //! `MetaStore`: the metadata that decides what exists (repositories, blobs
 //! and their links, manifests, tags, uploads in progress), in an embedded
-//! SQLite file. Every write commits with `synchronous=FULL`: once a method
-//! returns, the row survives a power cut.
+//! SQLite file or PostgreSQL. Once a writing method returns, the row
+//! survives a power cut (on SQLite through group commit: `durable`).
+//!
+//! Page sizes are bound as `LIMIT CAST($n AS BIGINT)`, never `LIMIT $n`:
+//! SQLite plans a bare parameter's LIMIT from its bound value, and so
+//! compiles the statement again each time it is bound, which cost more
+//! than everything else in a manifest push (the event fan-out's query).
 
 mod accounts;
 mod admin;
@@ -70,6 +75,14 @@ impl WriteTx {
             Some(wal) => wal.durable().await,
             None => Ok(()),
         }
+    }
+
+    /// Commits without waiting for the disk: for a change that is redone
+    /// identically if a crash loses it, and that nothing acknowledges. The
+    /// next durable commit covers it (the WAL is synced in order).
+    pub(crate) async fn commit_unsynced(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -705,9 +718,9 @@ impl MetaStore {
             None => {
                 sqlx::query(self.pick(
                     "SELECT name FROM tags WHERE repository = $1 \
-                     ORDER BY name COLLATE NOCASE, name LIMIT $2",
+                     ORDER BY name COLLATE NOCASE, name LIMIT CAST($2 AS BIGINT)",
                     "SELECT name FROM tags WHERE repository = $1 \
-                     ORDER BY lower(name), name LIMIT $2",
+                     ORDER BY lower(name), name LIMIT CAST($2 AS BIGINT)",
                 ))
                 .bind(repo.as_str())
                 .bind(i64::from(limit))
@@ -726,11 +739,11 @@ impl MetaStore {
                     "SELECT name FROM tags WHERE repository = $1 \
                      AND (name > $2 COLLATE NOCASE \
                           OR ($4 AND name = $2 COLLATE NOCASE AND name > $2)) \
-                     ORDER BY name COLLATE NOCASE, name LIMIT $3",
+                     ORDER BY name COLLATE NOCASE, name LIMIT CAST($3 AS BIGINT)",
                     "SELECT name FROM tags WHERE repository = $1 \
                      AND (lower(name) > lower($2) \
                           OR ($4 AND lower(name) = lower($2) AND name > $2)) \
-                     ORDER BY lower(name), name LIMIT $3",
+                     ORDER BY lower(name), name LIMIT CAST($3 AS BIGINT)",
                 ))
                 .bind(repo.as_str())
                 .bind(last)
@@ -748,12 +761,13 @@ impl MetaStore {
         // No name contains NUL, so the names after `p\0…` are those after
         // `p` (and PostgreSQL text cannot hold NUL).
         let last = last.map_or("", |last| last.split('\0').next().unwrap_or(""));
-        let rows =
-            sqlx::query("SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT $2")
-                .bind(last)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT name FROM repositories WHERE name > $1 ORDER BY name LIMIT CAST($2 AS BIGINT)",
+        )
+        .bind(last)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
