@@ -164,18 +164,35 @@ async fn run() -> anyhow::Result<()> {
         Some(path) => Config::load(path, true)?,
         None => Config::load("config.toml".as_ref(), false)?,
     };
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "berth=info,tower_http=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for people at a terminal, not in a log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "berth=info,tower_http=warn".into());
     if config.log_format == "json" {
-        logs.json().init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     } else {
-        logs.init();
+        use tracing_subscriber::field::MakeExt;
+        tracing_subscriber::fmt()
+            // Plain `name=value` fields: every request's span has its fields
+            // formatted when it opens, whether or not anything is logged in
+            // it, and the default's styled names cost more than the request.
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+                    if field.name() == "message" {
+                        write!(w, "{value:?}")
+                    } else {
+                        write!(w, "{field}={value:?}")
+                    }
+                })
+                .delimited(" "),
+            )
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            // Colour codes only for people at a terminal, not in a log file.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
     if let Some(dir) = cli.place.data_dir {
         config.data_dir = dir;

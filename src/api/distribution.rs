@@ -2,14 +2,13 @@
 //! registry core and the results into the headers and bodies the OCI
 //! distribution spec prescribes. No registry logic lives here.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::Shared;
 use crate::api::auth as api_auth;
 use crate::api::endpoint::Endpoint;
 use crate::api::metrics::RouteName;
@@ -23,18 +22,20 @@ use crate::mirror::{Mirrors, Pulled, Route};
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
 
-pub async fn dispatch(
-    State(registry): State<Arc<Registry>>,
-    State(auth): State<Arc<Auth>>,
-    State(mirrors): State<Arc<Mirrors>>,
-    request: Request,
-) -> Response {
+pub async fn dispatch(State(state): State<Shared>, request: Request) -> Response {
     let endpoint = match Endpoint::parse(request.uri().path()) {
         Ok(endpoint) => endpoint,
         Err(e) => return e.into_response(),
     };
     let route = RouteName(endpoint.route_name());
-    let mut response = admit_and_route(&registry, &auth, &mirrors, endpoint, request).await;
+    let mut response = admit_and_route(
+        &state.registry,
+        &state.auth,
+        &state.mirrors,
+        endpoint,
+        request,
+    )
+    .await;
     response.extensions_mut().insert(route);
     response
 }

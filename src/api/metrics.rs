@@ -89,9 +89,15 @@ where
             }
             None => request,
         };
+        let uri = request.uri().clone();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
+            if response.status().is_server_error() {
+                let id = response.headers().get("x-request-id");
+                let id = id.and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::warn!(id, method, %uri, status = response.status().as_u16(), "request failed");
+            }
             let route = response
                 .extensions()
                 .get::<RouteName>()

@@ -24,7 +24,6 @@ use crate::auth::Auth;
 use crate::core::{Registry, RegistryError};
 
 /// What handlers share; each takes only the part it needs.
-#[derive(Clone, axum::extract::FromRef)]
 pub struct AppState {
     pub registry: Arc<Registry>,
     pub auth: Arc<Auth>,
@@ -33,6 +32,40 @@ pub struct AppState {
     pub gc: Arc<crate::gc::GarbageCollector>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
     pub metrics: metrics::MetricsPlace,
+}
+
+/// The router's state: [`AppState`] behind one `Arc`, because axum clones
+/// the state for every request, and one count costs less than one per part.
+#[derive(Clone)]
+pub struct Shared(Arc<AppState>);
+
+impl std::ops::Deref for Shared {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+/// Lets a handler take one part (`State<Arc<Registry>>`, ...).
+macro_rules! parts {
+    ($($field:ident: $ty:ty),* $(,)?) => {
+        $(impl axum::extract::FromRef<Shared> for $ty {
+            fn from_ref(state: &Shared) -> $ty {
+                state.0.$field.clone()
+            }
+        })*
+    };
+}
+
+parts! {
+    registry: Arc<Registry>,
+    auth: Arc<Auth>,
+    meta: crate::meta::MetaStore,
+    sinks: Arc<crate::sinks::SinkCatalog>,
+    gc: Arc<crate::gc::GarbageCollector>,
+    mirrors: Arc<crate::mirror::Mirrors>,
+    metrics: metrics::MetricsPlace,
 }
 
 /// Largest admin API request body: settings, accounts, rules.
@@ -75,19 +108,18 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(metrics::TrackLayer)
-        .with_state(state)
+        .with_state(Shared(Arc::new(state)))
 }
 
+/// The span of a request's log lines: its id only. Its fields are
+/// formatted for every request, logged in or not; the method and path of
+/// a request that failed are logged when it ends (`metrics::Track`).
 fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        id,
-        method = %request.method(),
-        uri = %request.uri(),
-    )
+    // Display, not Debug: a string's Debug escapes it char by char.
+    tracing::info_span!("request", id = %id)
 }

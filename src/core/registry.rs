@@ -530,15 +530,21 @@ impl Registry {
     }
 
     async fn check_references(&self, repo: &RepoName, parsed: &ParsedManifest) -> Result<()> {
+        // Sizes from the read cache: a push of many tags of one image
+        // asks about the same blobs each time. The store checks again, in
+        // the manifest's transaction, that they are still there.
         for (digest, declared) in &parsed.blobs {
-            match self.meta.blob_in_repository(repo, digest).await? {
-                None => return Err(RegistryError::ManifestBlobUnknown(digest.clone())),
-                Some(size) if size != *declared => {
+            match self.blob_size(repo, digest).await {
+                Err(RegistryError::BlobUnknown(_)) => {
+                    return Err(RegistryError::ManifestBlobUnknown(digest.clone()));
+                }
+                Err(e) => return Err(e),
+                Ok(size) if size != *declared => {
                     return Err(RegistryError::ManifestInvalid(format!(
                         "descriptor of {digest} says {declared} bytes, the blob has {size}"
                     )));
                 }
-                Some(_) => {}
+                Ok(_) => {}
             }
         }
         for digest in &parsed.manifests {

@@ -32,7 +32,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::AppState;
+use crate::api::Shared;
 use crate::auth::Auth;
 use crate::core::RegistryError;
 use crate::core::event::Origin;
@@ -304,7 +304,7 @@ fn error_response(
 }
 
 /// The admin routes, and the OpenAPI document describing them.
-pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
     let (router, mut doc) = OpenApiRouter::with_openapi(AdminDoc::openapi())
         .routes(routes!(repositories::list_repositories))
         .routes(routes!(
