@@ -32,6 +32,7 @@ pub struct AppState {
     pub sinks: Arc<crate::sinks::SinkCatalog>,
     pub gc: Arc<crate::gc::GarbageCollector>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
+    pub signatures: Arc<crate::signature::Signatures>,
     pub metrics: metrics::MetricsPlace,
 }
 

@@ -9,6 +9,7 @@ mod durable;
 mod events;
 mod gc;
 mod mirrors;
+mod signatures;
 
 pub use admin::{
     AuditRow, ManifestSummary, NewAudit, RepositorySummary, SettingsRow, SinkRow, TagRow,
@@ -18,6 +19,7 @@ pub use gc::GarbageManifest;
 pub use mirrors::{
     CachedItem, CachedPull, CachedTag, CountDelta, MirrorRepositoryRow, MirrorSpecRow,
 };
+pub use signatures::SignatureKeyRow;
 
 use std::path::PathBuf;
 use std::str::FromStr;
