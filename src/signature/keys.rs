@@ -108,3 +108,47 @@ impl TrustedKey {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+
+    fn p256_pair() -> (p256::ecdsa::SigningKey, String) {
+        let key = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        (key, pem)
+    }
+
+    #[test]
+    fn ecdsa_signatures_verify_over_exact_bytes() {
+        let (signing, pem) = p256_pair();
+        let key = TrustedKey::from_pem("ci", &pem).unwrap();
+        assert_eq!(key.algorithm, "ecdsa-p256");
+        assert!(key.fingerprint.starts_with("sha256:"));
+        let payload = br#"{"critical":{}}"#;
+        let signature: p256::ecdsa::Signature = signing.sign(payload);
+        assert!(key.verifies(payload, signature.to_der().as_bytes()));
+        assert!(key.verifies(payload, &signature.to_bytes()));
+        assert!(!key.verifies(br#"{"critical":{} }"#, signature.to_der().as_bytes()));
+        assert!(!key.verifies(payload, b"not a signature"));
+    }
+
+    #[test]
+    fn bad_keys_and_names_are_refused() {
+        let (_, pem) = p256_pair();
+        assert!(TrustedKey::from_pem("a b", &pem).is_err());
+        assert!(TrustedKey::from_pem("", &pem).is_err());
+        assert!(TrustedKey::from_pem(&"k".repeat(65), &pem).is_err());
+        let private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+        let e = TrustedKey::from_pem("ci", private).unwrap_err();
+        assert!(e.contains("PUBLIC KEY"), "{e}");
+        let junk = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n";
+        assert!(TrustedKey::from_pem("ci", junk).is_err());
+        assert!(TrustedKey::from_pem("ci", "not pem").is_err());
+    }
+}
