@@ -876,6 +876,27 @@ mod tests {
     }
 
     #[test]
+    fn signatures_are_validated() {
+        let parsed: Config = toml::from_str(
+            "[[signatures.keys]]\nname = \"ci\"\npublic_key_file = \"ci.pub\"\n\
+             [[signatures.pull_policies]]\nnamespace = \"prod\"\nkeys = [\"ci\"]\n",
+        )
+        .unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(parsed.signatures.pull_policies[0].keys, ["ci"]);
+        for bad in [
+            "[[signatures.keys]]\nname = \"c i\"\npublic_key_file = \"k\"",
+            "[[signatures.keys]]\nname = \"a\"\npublic_key_file = \"k\"\n\
+             [[signatures.keys]]\nname = \"a\"\npublic_key_file = \"l\"",
+            "[[signatures.pull_policies]]\nnamespace = \"Prod\"",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[[signatures.keys]]\nname = \"a\"").is_err());
+    }
+
+    #[test]
     fn mirrors_are_validated() {
         let mirror = |extra: &str| {
             format!(
