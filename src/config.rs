@@ -41,6 +41,42 @@ pub struct Config {
     /// Pull-through caches of other registries, each under a namespace of
     /// its own (`[[mirrors]]`).
     pub mirrors: Vec<MirrorConfig>,
+    /// cosign signatures: trusted keys, and namespaces whose pulls need a
+    /// valid signature.
+    pub signatures: SignaturesConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignaturesConfig {
+    /// Public keys trusted to sign images (`[[signatures.keys]]`); more
+    /// are added through the admin API.
+    pub keys: Vec<SignatureKeyConfig>,
+    /// Namespaces whose manifest pulls need a valid signature
+    /// (`[[signatures.pull_policies]]`).
+    pub pull_policies: Vec<PullPolicyConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureKeyConfig {
+    /// What policies and deploy rules call it: letters, digits, `.`, `_`,
+    /// `-`.
+    pub name: String,
+    /// A PEM `PUBLIC KEY` file: ECDSA P-256 (as `cosign generate-key-pair`
+    /// makes), RSA or Ed25519.
+    pub public_key_file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullPolicyConfig {
+    /// Pulls of `<namespace>/...` (and of `<namespace>` itself) need a
+    /// valid signature.
+    pub namespace: String,
+    /// By one of these keys; empty: by any trusted key.
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// A pull-through cache of another registry: pulls of
@@ -494,7 +530,23 @@ pub struct DeployRuleConfig {
     #[serde(default)]
     #[schema(value_type = String)]
     pub smoke_job: PathBuf,
+    /// Roll out only images with a valid cosign signature by one of these
+    /// trusted keys; empty: no signature needed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_signature: Vec<String>,
+    /// How long a push waits for its signature before it is recorded as
+    /// `unsigned` and never rolled out (the signature_wait), at most a day.
+    #[serde(default = "default_signature_wait")]
+    #[schema(maximum = 86400)]
+    pub signature_wait_seconds: u64,
     pub targets: Vec<DeployTargetConfig>,
+}
+
+/// Longest a push may wait for its signature, in seconds.
+pub const MAX_SIGNATURE_WAIT: u64 = 86_400;
+
+fn default_signature_wait() -> u64 {
+    600
 }
 
 fn default_tag() -> String {
@@ -650,6 +702,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             database: DatabaseConfig::default(),
             mirrors: Vec::new(),
+            signatures: SignaturesConfig::default(),
         }
     }
 }
@@ -739,6 +792,25 @@ impl Config {
         self.metrics.listen_addr()?;
         self.storage.validate()?;
         validate_mirrors(&self.mirrors).map_err(|e| anyhow::anyhow!(e))?;
+        let mut names = std::collections::HashSet::new();
+        for k in &self.signatures.keys {
+            crate::signature::keys::check_name(&k.name).map_err(|e| anyhow::anyhow!(e))?;
+            anyhow::ensure!(
+                names.insert(&k.name),
+                "two signature keys are named {:?}",
+                k.name
+            );
+        }
+        for p in &self.signatures.pull_policies {
+            anyhow::ensure!(
+                p.namespace
+                    .trim_end_matches('/')
+                    .parse::<crate::core::names::RepoName>()
+                    .is_ok(),
+                "signature pull policy: namespace {:?} is not a repository name or prefix",
+                p.namespace
+            );
+        }
         for t in &self.auth.trusted_issuers {
             anyhow::ensure!(
                 t.public_key.as_os_str().is_empty() != t.jwks.as_os_str().is_empty(),
@@ -801,6 +873,27 @@ mod tests {
             format!("{:?}", defaults.storage.s3)
         );
         assert!(shipped.mirrors.is_empty());
+    }
+
+    #[test]
+    fn signatures_are_validated() {
+        let parsed: Config = toml::from_str(
+            "[[signatures.keys]]\nname = \"ci\"\npublic_key_file = \"ci.pub\"\n\
+             [[signatures.pull_policies]]\nnamespace = \"prod\"\nkeys = [\"ci\"]\n",
+        )
+        .unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(parsed.signatures.pull_policies[0].keys, ["ci"]);
+        for bad in [
+            "[[signatures.keys]]\nname = \"c i\"\npublic_key_file = \"k\"",
+            "[[signatures.keys]]\nname = \"a\"\npublic_key_file = \"k\"\n\
+             [[signatures.keys]]\nname = \"a\"\npublic_key_file = \"l\"",
+            "[[signatures.pull_policies]]\nnamespace = \"Prod\"",
+        ] {
+            let c: Config = toml::from_str(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(toml::from_str::<Config>("[[signatures.keys]]\nname = \"a\"").is_err());
     }
 
     #[test]

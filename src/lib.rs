@@ -7,6 +7,7 @@
 //! - [`api`]: HTTP, translating requests to core calls.
 //! - [`metrics`]: what berth counts, in Prometheus's text format.
 //! - [`mirror`]: pull-through caches of other registries.
+//! - [`signature`]: cosign signature verification and pull policies.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod signature;
 pub mod sinks;
 pub mod storage;
 
@@ -37,6 +39,7 @@ pub struct App {
     pub sinks: Arc<sinks::SinkCatalog>,
     pub gc: Arc<gc::GarbageCollector>,
     pub mirrors: Arc<mirror::Mirrors>,
+    pub signatures: Arc<signature::Signatures>,
     pub router: axum::Router,
     /// The first admin's password, when this start created the account.
     pub initial_admin_password: Option<String>,
@@ -58,7 +61,13 @@ impl App {
             record_pulls: config.events.pulls,
         };
         let registry = Arc::new(Registry::new(blobs, meta.clone(), limits));
-        let sinks = Arc::new(sinks::SinkCatalog::new(config, meta.clone()));
+        let signatures =
+            Arc::new(signature::Signatures::new(config, registry.clone(), meta.clone()).await?);
+        let sinks = Arc::new(sinks::SinkCatalog::new(
+            config,
+            meta.clone(),
+            signatures.clone(),
+        ));
         let gc = Arc::new(gc::GarbageCollector::new(
             registry.clone(),
             meta.clone(),
@@ -72,6 +81,7 @@ impl App {
             sinks: sinks.clone(),
             gc: gc.clone(),
             mirrors: mirrors.clone(),
+            signatures: signatures.clone(),
             metrics: api::metrics::MetricsPlace {
                 on_main_listener: config.metrics.listen_addr()?.is_none(),
             },
@@ -83,6 +93,7 @@ impl App {
             sinks,
             gc,
             mirrors,
+            signatures,
             router,
             initial_admin_password,
         })
@@ -119,6 +130,8 @@ impl App {
         tokio::spawn(async move { registry.follow_cache_epoch().await });
         let mirrors = self.mirrors.clone();
         tokio::spawn(async move { mirrors.run_workers().await });
+        let signatures = self.signatures.clone();
+        tokio::spawn(async move { signatures.follow_store().await });
         let registry = self.registry.clone();
         tokio::spawn(async move {
             loop {

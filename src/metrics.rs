@@ -37,6 +37,7 @@ struct Metrics {
     mirror_upstream_bytes: IntCounterVec,
     mirror_upstream_errors: IntCounterVec,
     mirror_stale_serves: IntCounterVec,
+    signature_refusals: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -143,7 +144,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["mirror"],
     )
     .expect("valid metric");
+    let signature_refusals = IntCounterVec::new(
+        Opts::new(
+            "berth_signature_refusals_total",
+            "Manifest pulls refused for want of a valid signature, by the protected namespace.",
+        ),
+        &["namespace"],
+    )
+    .expect("valid metric");
     for collector in [
+        &signature_refusals,
         &mirror_pulls,
         &mirror_upstream_bytes,
         &mirror_upstream_errors,
@@ -177,6 +187,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         mirror_upstream_bytes,
         mirror_upstream_errors,
         mirror_stale_serves,
+        signature_refusals,
     }
 });
 
@@ -246,6 +257,19 @@ pub fn delivery_attempted(sink: &str, result: DeliveryResult) {
 /// Counts a deploy that ended in `state`.
 pub fn deploy_finished(state: &str) {
     METRICS.deploys.with_label_values(&[state]).inc();
+}
+
+/// Makes a protected namespace's refusal counter show 0 before the first.
+pub fn signature_policy_started(namespace: &str) {
+    METRICS.signature_refusals.with_label_values(&[namespace]);
+}
+
+/// Counts a pull refused by the signature policy of `namespace`.
+pub fn signature_refusal(namespace: &str) {
+    METRICS
+        .signature_refusals
+        .with_label_values(&[namespace])
+        .inc();
 }
 
 /// Makes a mirror's counters show 0 before its first pull.

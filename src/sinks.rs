@@ -18,6 +18,7 @@ use crate::events::envelope::Source;
 use crate::events::outbox::{Sink, SinkSet};
 use crate::events::webhook::{Webhook, WebhookSettings};
 use crate::meta::MetaStore;
+use crate::signature::Signatures;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +71,7 @@ pub struct SinkCatalog {
     kubeconfig: PathBuf,
     registry_host: String,
     meta: MetaStore,
+    signatures: Arc<Signatures>,
     source: RwLock<Source>,
     cluster: tokio::sync::OnceCell<Arc<Cluster>>,
     set: Arc<SinkSet>,
@@ -78,13 +80,14 @@ pub struct SinkCatalog {
 }
 
 impl SinkCatalog {
-    pub fn new(config: &Config, meta: MetaStore) -> SinkCatalog {
+    pub fn new(config: &Config, meta: MetaStore, signatures: Arc<Signatures>) -> SinkCatalog {
         SinkCatalog {
             config_webhooks: config.events.webhooks.clone(),
             config_rules: config.deploy.rules.clone(),
             kubeconfig: config.deploy.kubeconfig.clone(),
             registry_host: config.deploy.registry_host.clone(),
             meta,
+            signatures,
             source: RwLock::new(Source {
                 addr: config.listen.to_string(),
                 instance_id: uuid::Uuid::new_v4().to_string(),
@@ -220,12 +223,10 @@ impl SinkCatalog {
                     serde_json::from_str(spec).map_err(|e| invalid(format!("deploy rule: {e}")))?;
                 let rule = DeployRule::from_config(&r).map_err(|e| invalid(format!("{e:#}")))?;
                 let cluster = self.cluster().await?;
-                Ok(Arc::new(RuleSink::new(
-                    rule,
-                    cluster,
-                    self.meta.clone(),
-                    &self.registry_host,
-                )))
+                Ok(Arc::new(
+                    RuleSink::new(rule, cluster, self.meta.clone(), &self.registry_host)
+                        .with_signatures(self.signatures.clone()),
+                ))
             }
         }
     }

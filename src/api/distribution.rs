@@ -2,6 +2,8 @@
 //! registry core and the results into the headers and bodies the OCI
 //! distribution spec prescribes. No registry logic lives here.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
@@ -15,9 +17,10 @@ use crate::api::metrics::RouteName;
 use crate::auth::scope::{Actions, ResourceScope};
 use crate::auth::{Auth, Caller};
 use crate::core::event::Origin;
-use crate::core::names::{Digest, RepoName};
+use crate::core::names::{Digest, Reference, RepoName};
 use crate::core::{BlobBody, RangeRequest, Registry, RegistryError, Result};
 use crate::mirror::{Mirrors, Pulled, Route};
+use crate::signature::Signatures;
 
 /// Largest page of tags or repositories one request returns.
 const MAX_PAGE: u32 = 10_000;
@@ -28,25 +31,31 @@ pub async fn dispatch(State(state): State<Shared>, request: Request) -> Response
         Err(e) => return e.into_response(),
     };
     let route = RouteName(endpoint.route_name());
-    let mut response = admit_and_route(
-        &state.registry,
-        &state.auth,
-        &state.mirrors,
-        endpoint,
-        request,
-    )
-    .await;
+    let services = Services {
+        registry: &state.registry,
+        mirrors: &state.mirrors,
+        signatures: &state.signatures,
+    };
+    let mut response = admit_and_route(services, &state.auth, endpoint, request).await;
     response.extensions_mut().insert(route);
     response
 }
 
+/// What the distribution API answers from.
+#[derive(Clone, Copy)]
+struct Services<'a> {
+    registry: &'a Registry,
+    mirrors: &'a Mirrors,
+    signatures: &'a Signatures,
+}
+
 async fn admit_and_route(
-    registry: &Registry,
+    services: Services<'_>,
     auth: &Auth,
-    mirrors: &Mirrors,
     endpoint: Endpoint,
     request: Request,
 ) -> Response {
+    let Services { mirrors, .. } = services;
     let asked = Asked::of(&request);
     let (endpoint, mirror, caller) = match asked.admit_routed(auth, mirrors, endpoint).await {
         Ok(admitted) => admitted,
@@ -66,10 +75,35 @@ async fn admit_and_route(
     }
     let origin = api_auth::origin(&caller, peer, request.headers(), request.method());
     let mirrored = mirror.as_ref().map(|route| (mirrors, route));
-    match route(registry, mirrored, &caller, &origin, endpoint, request).await {
+    match route(services, mirrored, &caller, &origin, endpoint, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
+}
+
+/// A manifest of a local repository, refused when a signature pull policy
+/// protects it and it has no valid signature (a refused pull is no pull).
+async fn pull_local_manifest(
+    services: Services<'_>,
+    repo: &RepoName,
+    reference: &Reference,
+    pulled_by: Option<&Origin>,
+    origin: &Origin,
+) -> Result<Arc<crate::meta::ManifestRow>> {
+    let Services {
+        registry,
+        signatures,
+        ..
+    } = services;
+    if signatures.policy_for(repo.as_str()).is_none() {
+        return registry.get_manifest(repo, reference, pulled_by).await;
+    }
+    let row = registry.get_manifest(repo, reference, None).await?;
+    signatures.check_pull(repo, reference, &row, origin).await?;
+    if let Some(origin) = pulled_by {
+        registry.record_pull(repo, reference, &row, origin).await?;
+    }
+    Ok(row)
 }
 
 /// What admission looks at in a request.
@@ -153,13 +187,14 @@ impl<'a> Asked<'a> {
 }
 
 async fn route(
-    registry: &Registry,
+    services: Services<'_>,
     mirror: Option<(&Mirrors, &Route)>,
     caller: &Caller,
     origin: &Origin,
     endpoint: Endpoint,
     request: Request,
 ) -> Result<Response> {
+    let registry = services.registry;
     let method = request.method().clone();
     let query = Query::parse(request.uri().query());
     let (parts, body) = request.into_parts();
@@ -179,7 +214,8 @@ async fn route(
                     mirrors.pull_manifest(route, &reference, pulled_by).await?
                 }
                 None => Pulled {
-                    value: registry.get_manifest(&repo, &reference, pulled_by).await?,
+                    value: pull_local_manifest(services, &repo, &reference, pulled_by, origin)
+                        .await?,
                     warning: None,
                 },
             };

@@ -40,7 +40,9 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         RouteUnknown => ("UNSUPPORTED", StatusCode::NOT_FOUND),
         MethodNotAllowed => ("UNSUPPORTED", StatusCode::METHOD_NOT_ALLOWED),
         Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-        Denied(_) | TagImmutable { .. } => ("DENIED", StatusCode::FORBIDDEN),
+        Denied(_) | TagImmutable { .. } | SignatureRequired { .. } => {
+            ("DENIED", StatusCode::FORBIDDEN)
+        }
         // Only the admin API raises these; it answers with its own codes.
         Invalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         NotFound(_) => ("UNSUPPORTED", StatusCode::NOT_FOUND),
@@ -66,6 +68,9 @@ impl IntoResponse for RegistryError {
         let detail = match &self {
             RegistryError::BlobUnknown(d) => json!({ "digest": d }),
             RegistryError::ManifestBlobUnknown(d) => json!({ "digest": d.as_str() }),
+            RegistryError::SignatureRequired { image, reason, .. } => {
+                json!({ "image": image, "reason": reason })
+            }
             RegistryError::ChunkOutOfOrder { offset, start } => {
                 json!({ "offset": offset, "start": start })
             }

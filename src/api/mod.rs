@@ -31,6 +31,7 @@ pub struct AppState {
     pub sinks: Arc<crate::sinks::SinkCatalog>,
     pub gc: Arc<crate::gc::GarbageCollector>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
+    pub signatures: Arc<crate::signature::Signatures>,
     pub metrics: metrics::MetricsPlace,
 }
 
@@ -65,6 +66,7 @@ parts! {
     sinks: Arc<crate::sinks::SinkCatalog>,
     gc: Arc<crate::gc::GarbageCollector>,
     mirrors: Arc<crate::mirror::Mirrors>,
+    signatures: Arc<crate::signature::Signatures>,
     metrics: metrics::MetricsPlace,
 }
 

@@ -85,6 +85,9 @@ enum AdminCommand {
     /// Pull-through mirrors, and what each has cached.
     #[command(subcommand)]
     Mirror(super::mirrors::MirrorCommand),
+    /// cosign signatures: trusted keys, pull policies, what is signed.
+    #[command(subcommand)]
+    Signature(super::signatures::SignatureCommand),
     /// Who pushed, deleted or changed what, newest first.
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -669,6 +672,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             out.table(&rows, &rows, table::DEPLOYS);
         }
         AdminCommand::Mirror(c) => super::mirrors::run(&client, &out, c).await?,
+        AdminCommand::Signature(c) => super::signatures::run(&client, &out, c).await?,
         AdminCommand::Gc(GcCommand::Status) => out.object(&client.get("/gc").await?),
         AdminCommand::Gc(GcCommand::Run { dry_run }) => {
             let before = client.get("/gc").await?;

@@ -6,6 +6,8 @@
 //! - [`gc`]: garbage collection now, from this process.
 //! - [`admin`]: a client of a running berth's admin API.
 //! - [`mirrors`]: `berth admin mirror`, pull-through mirrors through it.
+//! - [`signatures`]: `berth admin signature`, trusted keys and which
+//!   manifests are signed, through it.
 //! - [`table`]: how answers are printed.
 
 pub mod accounts;
@@ -13,4 +15,5 @@ pub mod admin;
 pub mod deploys;
 pub mod gc;
 pub mod mirrors;
+pub mod signatures;
 pub mod table;

@@ -72,6 +72,14 @@ pub enum RegistryError {
         tag: String,
         digest: String,
     },
+    /// A pull of an image a signature pull policy protects, without a
+    /// valid signature.
+    #[error("{image} is refused by the {policy}: {reason}")]
+    SignatureRequired {
+        image: String,
+        policy: String,
+        reason: String,
+    },
     /// Admin input that makes no sense (a bad setting, a malformed body).
     #[error("{0}")]
     Invalid(String),

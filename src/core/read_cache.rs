@@ -84,6 +84,12 @@ impl ReadCache {
         Ticket(self.generation.load(Ordering::Acquire))
     }
 
+    /// A number that changes with every write that could change a cached
+    /// answer: what other caches of derived answers key on.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
     fn current(&self, ticket: Ticket) -> bool {
         self.generation.load(Ordering::Acquire) == ticket.0
     }

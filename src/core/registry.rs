@@ -462,6 +462,47 @@ impl Registry {
         })
     }
 
+    /// A small blob of `repo` whole (a signature payload), read from
+    /// storage: at most `limit` bytes, or SIZE_INVALID.
+    pub async fn read_small_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        use futures_util::StreamExt;
+        let size = self.blob_size(repo, digest).await?;
+        if size > limit {
+            return Err(RegistryError::SizeInvalid(format!(
+                "blob {digest} has {size} bytes, more than the {limit} read whole"
+            )));
+        }
+        let mut stream = self.blobs.read_blob(digest, None).await?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk?);
+            if bytes.len() as u64 > limit {
+                return Err(RegistryError::Internal(format!(
+                    "blob {digest} holds more bytes than its recorded {size}"
+                )));
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Changes whenever something a manifest read answers may have changed
+    /// (a push, a delete, a cache reset): answers derived from manifests
+    /// may be cached under it.
+    pub fn generation(&self) -> u64 {
+        self.cache.generation()
+    }
+
+    /// Whether replicas share this metadata store, so that writes made
+    /// elsewhere do not move [`Registry::generation`].
+    pub fn shares_store(&self) -> bool {
+        self.meta.is_shared()
+    }
+
     // ---- manifests -----------------------------------------------------
 
     /// Stores a manifest under `reference`, after checking it is well formed
@@ -590,10 +631,24 @@ impl Registry {
                 row
             }
         };
-        if pulled_by.is_some() {
-            self.note_pull(repo.as_str());
+        if let Some(origin) = pulled_by {
+            self.record_pull(repo, reference, &row, origin).await?;
         }
-        if let (true, Some(origin)) = (self.limits.record_pulls, pulled_by) {
+        Ok(row)
+    }
+
+    /// Notes a pull of a manifest read with [`Registry::get_manifest`]
+    /// (without `pulled_by`): its time, and its event when pulls are
+    /// recorded.
+    pub async fn record_pull(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        row: &ManifestRow,
+        origin: &Origin,
+    ) -> Result<()> {
+        self.note_pull(repo.as_str());
+        if self.limits.record_pulls {
             let mut event = Event::new(Action::Pull, repo.as_str(), origin);
             event.digest = Some(row.digest.to_string());
             event.media_type = Some(row.media_type.clone());
@@ -604,7 +659,7 @@ impl Registry {
             self.meta.record_event(&event).await?;
             self.events_written.notify_one();
         }
-        Ok(row)
+        Ok(())
     }
 
     // ---- deletes -------------------------------------------------------

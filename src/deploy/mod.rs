@@ -25,6 +25,7 @@ use crate::deploy::rule::{
 };
 use crate::events::outbox::Sink;
 use crate::meta::{DeployRow, MetaStore, NewDeploy};
+use crate::signature::{Signatures, Verdict};
 
 /// The field manager berth's patches are recorded under.
 pub const FIELD_MANAGER: &str = "berth";
@@ -72,6 +73,17 @@ pub struct RuleSink {
     meta: MetaStore,
     /// How kubelets name this registry; empty: as the pushing client did.
     registry_host: String,
+    /// What checks signatures, for rules that require one.
+    signatures: Option<Arc<Signatures>>,
+}
+
+/// What a rule that requires a signature does with a push now.
+enum Gate {
+    /// Signed: roll out.
+    Go,
+    /// The delivery's outcome, without rolling out: `Err` to look again
+    /// later (still waiting), `Ok` when it ended (unsigned).
+    Stop(Result<String, String>),
 }
 
 impl RuleSink {
@@ -87,7 +99,15 @@ impl RuleSink {
             cluster,
             meta,
             registry_host: registry_host.to_owned(),
+            signatures: None,
         }
+    }
+
+    /// Checks signatures with `signatures`, as a rule that requires one
+    /// must.
+    pub fn with_signatures(mut self, signatures: Arc<Signatures>) -> RuleSink {
+        self.signatures = Some(signatures);
+        self
     }
 
     /// Watches rollouts that were in progress when berth last stopped.
@@ -123,6 +143,11 @@ impl RuleSink {
             &self.registry_host
         };
         let image = format!("{host}/{}@{digest}", event.repository);
+        if !self.rule.require_signature.is_empty()
+            && let Gate::Stop(outcome) = self.signature_gate(event, digest, &image).await
+        {
+            return outcome;
+        }
         if let Some(template) = &self.rule.smoke_job
             && let Err(reason) = self.smoke_test(template, event, digest, &image).await
         {
@@ -159,6 +184,115 @@ impl RuleSink {
         } else {
             Err(failures.join("; "))
         }
+    }
+
+    /// For a rule that requires a signature: whether the push is signed,
+    /// still waits for its signature (recorded as `waiting_signature`), or
+    /// waited `signature_wait` in vain (recorded as `unsigned`).
+    async fn signature_gate(&self, event: &Event, digest: &str, image: &str) -> Gate {
+        let keys = &self.rule.require_signature;
+        let parsed = (
+            event.repository.parse::<crate::core::names::RepoName>(),
+            digest.parse::<crate::core::names::Digest>(),
+        );
+        let (repo, digest) = match parsed {
+            (Ok(repo), Ok(digest)) => (repo, digest),
+            _ => return Gate::Stop(Ok("the event names no valid image".into())),
+        };
+        let Some(signatures) = &self.signatures else {
+            return Gate::Stop(Err("no signature verifier is set up".into()));
+        };
+        let verdict = match signatures.verdict(&repo, &digest, None, keys).await {
+            Ok(verdict) => verdict,
+            Err(e) => return Gate::Stop(Err(format!("checking the signature: {e}"))),
+        };
+        let waiting = match self.meta.waiting_deploys(event.seq, &self.rule.name).await {
+            Ok(ids) => ids,
+            Err(e) => return Gate::Stop(Err(e.to_string())),
+        };
+        let reason = match verdict.as_ref() {
+            Verdict::Signed { key, signature } => {
+                let message = format!("signed by {key} (signature {signature}); rolling out");
+                for id in waiting {
+                    if let Err(e) = self.meta.update_deploy(id, "signed", &message).await {
+                        return Gate::Stop(Err(e.to_string()));
+                    }
+                }
+                return Gate::Go;
+            }
+            Verdict::Attached => {
+                return Gate::Stop(Ok(
+                    "an artifact attached to an image: nothing to roll".into()
+                ));
+            }
+            Verdict::Unsigned { reason } => reason,
+        };
+        let wait = self.rule.signature_wait;
+        let waited = crate::meta::now_ms() - event.created_at;
+        let expired = waited >= wait.as_millis() as i64;
+        let (state, message) = match expired {
+            true => (
+                "unsigned",
+                format!(
+                    "no valid signature by {} within {}: {reason}",
+                    keys.join(" or "),
+                    humantime::format_duration(wait)
+                ),
+            ),
+            false => (
+                "waiting_signature",
+                format!(
+                    "waiting up to {} for a signature by {}: {reason}",
+                    humantime::format_duration(wait),
+                    keys.join(" or ")
+                ),
+            ),
+        };
+        if waiting.is_empty() {
+            for target in &self.rule.targets {
+                let row = NewDeploy {
+                    event_seq: event.seq,
+                    rule: &self.rule.name,
+                    namespace: &target.namespace,
+                    kind: target.kind.as_str(),
+                    name: &describe(target),
+                    container: target.container.as_deref().unwrap_or(""),
+                    tag: event.tag.as_deref(),
+                    old_image: None,
+                    new_image: image,
+                    state,
+                    message: &message,
+                };
+                if let Err(e) = self.meta.insert_deploy(&row).await {
+                    return Gate::Stop(Err(e.to_string()));
+                }
+            }
+        } else if expired {
+            for id in waiting {
+                if let Err(e) = self.meta.update_deploy(id, state, &message).await {
+                    return Gate::Stop(Err(e.to_string()));
+                }
+            }
+        }
+        if expired {
+            tracing::warn!(rule = %self.rule.name, %image, %reason, "not rolled out: unsigned");
+            Gate::Stop(Ok(format!("not rolled out: unsigned: {message}")))
+        } else {
+            Gate::Stop(Err(message))
+        }
+    }
+
+    /// A push that may have brought a signature: the deliveries of its
+    /// repository that wait for one are looked at again now.
+    async fn signature_arrived(&self, event: &Event) -> Result<String, String> {
+        let n = self
+            .meta
+            .hurry_deliveries(&self.sink_name, &event.repository)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "a possible signature: {n} waiting deliveries due now"
+        ))
     }
 
     /// The workloads a target names.
@@ -521,11 +655,19 @@ impl Sink for RuleSink {
     }
 
     fn wants(&self, event: &Event) -> bool {
-        self.rule.matches(event)
+        self.rule.matches(event) || self.rule.wants_signatures_of(event)
     }
 
     fn deliver<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(self.deploy(event))
+        match self.rule.matches(event) {
+            true => Box::pin(self.deploy(event)),
+            false => Box::pin(self.signature_arrived(event)),
+        }
+    }
+
+    fn retry_by(&self, event: &Event) -> Option<i64> {
+        (!self.rule.require_signature.is_empty() && self.rule.matches(event))
+            .then(|| event.created_at + self.rule.signature_wait.as_millis() as i64)
     }
 
     fn test(&self) -> BoxFuture<'_, Result<String, String>> {

@@ -64,6 +64,10 @@ pub struct DeployRule {
     pub timeout: Duration,
     /// A Job to run, and see succeed, before rolling out.
     pub smoke_job: Option<serde_json::Value>,
+    /// Roll out only images signed by one of these trusted keys.
+    pub require_signature: Vec<String>,
+    /// How long a push waits for its signature.
+    pub signature_wait: Duration,
     pub targets: Vec<Target>,
 }
 
@@ -76,6 +80,15 @@ impl DeployRule {
                 "timeout_seconds",
                 format!("at most {}", crate::config::MAX_ROLLOUT_TIMEOUT),
             ));
+        }
+        if c.signature_wait_seconds > crate::config::MAX_SIGNATURE_WAIT {
+            return Err(context(
+                "signature_wait_seconds",
+                format!("at most {}", crate::config::MAX_SIGNATURE_WAIT),
+            ));
+        }
+        for key in &c.require_signature {
+            crate::signature::keys::check_name(key).map_err(|e| context("require_signature", e))?;
         }
         let targets = c
             .targets
@@ -126,6 +139,8 @@ impl DeployRule {
                 }
                 Some(job)
             },
+            require_signature: c.require_signature.clone(),
+            signature_wait: Duration::from_secs(c.signature_wait_seconds),
             targets,
         })
     }
@@ -138,12 +153,14 @@ pub fn tag_version(tag: &str) -> Option<semver::Version> {
 
 impl DeployRule {
     /// Whether a push should roll out under this rule. Pushes by digest
-    /// alone name no tag, and never do.
+    /// alone name no tag, and never do; nor do the tags cosign attaches to
+    /// an image (`sha256-<hex>.sig`), which are no images.
     pub fn matches(&self, event: &Event) -> bool {
         let Some(tag) = event.tag.as_deref() else {
             return false;
         };
         event.action == Action::Push
+            && !crate::signature::cosign::is_attachment_tag(tag)
             && event.digest.is_some()
             && self.repository.matches(&event.repository)
             && self.tag.matches(tag)
@@ -151,6 +168,21 @@ impl DeployRule {
                 .semver
                 .as_ref()
                 .is_none_or(|req| tag_version(tag).is_some_and(|v| req.matches(&v)))
+    }
+}
+
+impl DeployRule {
+    /// Whether a push may have brought a signature this rule waits for:
+    /// a cosign tag, or a manifest pushed by digest (a referrer), in a
+    /// repository of the rule.
+    pub fn wants_signatures_of(&self, event: &Event) -> bool {
+        !self.require_signature.is_empty()
+            && event.action == Action::Push
+            && self.repository.matches(&event.repository)
+            && event
+                .tag
+                .as_deref()
+                .is_none_or(crate::signature::cosign::is_attachment_tag)
     }
 }
 
@@ -188,6 +220,8 @@ mod tests {
             rollback_on_failure: false,
             timeout: Duration::from_secs(60),
             smoke_job: None,
+            require_signature: vec![],
+            signature_wait: Duration::from_secs(600),
             targets: vec![],
         }
     }
@@ -214,6 +248,9 @@ mod tests {
         assert!(!exact.matches(&push("team/app", Some("stable2"))));
         let glob = rule("release-*", None);
         assert!(glob.matches(&push("team/web", Some("release-42"))));
+        let any = rule("*", None);
+        let signature = format!("sha256-{}.sig", "a".repeat(64));
+        assert!(!any.matches(&push("team/app", Some(&signature))));
 
         let mut delete = push("team/app", Some("stable"));
         delete.action = Action::Delete;

@@ -32,6 +32,12 @@ pub trait Sink: Send + Sync {
     fn resume(&self) -> BoxFuture<'_, crate::core::Result<()>> {
         Box::pin(async { Ok(()) })
     }
+    /// When a failed delivery of `event` must be tried again at the
+    /// latest (Unix ms), whatever the backoff says: a deadline of the
+    /// sink's own, such as how long a push may wait for its signature.
+    fn retry_by(&self, _event: &Event) -> Option<i64> {
+        None
+    }
 }
 
 /// The sinks events go to now. The admin API replaces the set when a
@@ -317,8 +323,12 @@ async fn deliver_next(
     let (detail, outcome, counted) = match result {
         Ok(detail) => (detail, AttemptOutcome::Delivered, DeliveryResult::Delivered),
         Err(detail) => {
-            let (outcome, counted) = match policy.next_attempt(&event, attempt, now_ms()) {
-                Some(at) => (AttemptOutcome::RetryAt(at), DeliveryResult::Retrying),
+            let now = now_ms();
+            let (outcome, counted) = match policy.next_attempt(&event, attempt, now) {
+                Some(at) => {
+                    let at = sink.retry_by(&event).map_or(at, |by| at.min(by.max(now)));
+                    (AttemptOutcome::RetryAt(at), DeliveryResult::Retrying)
+                }
                 None => (AttemptOutcome::GaveUp, DeliveryResult::GaveUp),
             };
             tracing::warn!(sink = sink.name(), event = %event.id, attempt, %detail, "delivery failed");

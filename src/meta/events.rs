@@ -143,7 +143,7 @@ fn deploy_from_row(r: &AnyRow) -> DeployRow {
 
 /// Every deploy passes through here when it ends, whichever path it took.
 fn count_if_final(state: &str) {
-    if !matches!(state, "patching" | "rolling") {
+    if !matches!(state, "patching" | "rolling" | "waiting_signature") {
         crate::metrics::deploy_finished(state);
     }
 }
@@ -353,7 +353,8 @@ impl MetaStore {
             "INSERT INTO deploys (event_seq, rule, namespace, kind, name, container, tag, old_image, \
              new_image, state, message, started_at, finished_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             CASE WHEN $13 IN ('patching', 'rolling') THEN NULL ELSE $14 END) RETURNING id",
+             CASE WHEN $13 IN ('patching', 'rolling', 'waiting_signature') THEN NULL ELSE $14 END) \
+             RETURNING id",
         )
         .bind(d.event_seq)
         .bind(d.rule)
@@ -376,8 +377,8 @@ impl MetaStore {
         Ok(id)
     }
 
-    /// Moves a deploy to `state`; states other than patching and rolling
-    /// are final and stamp the finish time.
+    /// Moves a deploy to `state`; states other than patching, rolling and
+    /// waiting_signature are final and stamp the finish time.
     pub async fn update_deploy(&self, id: i64, state: &str, message: &str) -> Result<bool> {
         let _counting = crate::metrics::counting().await;
         // An ended deploy stays as it ended: when two replicas watch one
@@ -385,8 +386,9 @@ impl MetaStore {
         // finish records it.
         let done = sqlx::query(
             "UPDATE deploys SET state = $1, message = $2, \
-             finished_at = CASE WHEN $3 IN ('patching', 'rolling') THEN NULL ELSE $4 END \
-             WHERE id = $5 AND state IN ('patching', 'rolling')",
+             finished_at = CASE WHEN $3 IN ('patching', 'rolling', 'waiting_signature') \
+             THEN NULL ELSE $4 END \
+             WHERE id = $5 AND state IN ('patching', 'rolling', 'waiting_signature')",
         )
         .bind(state)
         .bind(message)
@@ -415,6 +417,33 @@ impl MetaStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(deploy_from_row).collect())
+    }
+
+    /// The deploys of `rule` for one event that wait for a signature.
+    pub async fn waiting_deploys(&self, event_seq: i64, rule: &str) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM deploys WHERE event_seq = $1 AND rule = $2 \
+             AND state = 'waiting_signature' ORDER BY id",
+        )
+        .bind(event_seq)
+        .bind(rule)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Makes the pending deliveries to `sink` of events of `repository`
+    /// due now: something they wait for (a signature) may have arrived.
+    pub async fn hurry_deliveries(&self, sink: &str, repository: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET next_attempt_at = $1 WHERE sink = $2 AND state = 'pending' \
+             AND event_seq IN (SELECT seq FROM events WHERE repository = $3)",
+        )
+        .bind(now_ms())
+        .bind(sink)
+        .bind(repository)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deploys whose rollout was being watched when berth last stopped.

@@ -14,6 +14,7 @@ mod durable;
 mod events;
 mod gc;
 mod mirrors;
+mod signatures;
 
 pub use admin::{
     AuditRow, ManifestSummary, NewAudit, RepositorySummary, SettingsRow, SinkRow, TagRow,
@@ -23,6 +24,7 @@ pub use gc::GarbageManifest;
 pub use mirrors::{
     CachedItem, CachedPull, CachedTag, CountDelta, MirrorRepositoryRow, MirrorSpecRow,
 };
+pub use signatures::SignatureKeyRow;
 
 use std::path::PathBuf;
 use std::str::FromStr;

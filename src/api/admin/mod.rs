@@ -17,6 +17,7 @@ mod events;
 mod gc;
 mod mirrors;
 mod repositories;
+mod signatures;
 
 pub use events::{DeliveryInfo, DeployInfo};
 
@@ -66,7 +67,9 @@ impl IntoResponse for AdminError {
         use RegistryError::*;
         let (code, status) = match &self.0 {
             Unauthorized(_) | InsufficientScope(_) => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED),
-            Denied(_) | TagImmutable { .. } => ("FORBIDDEN", StatusCode::FORBIDDEN),
+            Denied(_) | TagImmutable { .. } | SignatureRequired { .. } => {
+                ("FORBIDDEN", StatusCode::FORBIDDEN)
+            }
             NotFound(_) | NameUnknown(_) | ManifestUnknown(_) | BlobUnknown(_) | RouteUnknown => {
                 ("NOT_FOUND", StatusCode::NOT_FOUND)
             }
@@ -242,7 +245,7 @@ pub(super) fn page(limit: Option<u32>) -> ApiResult<u32> {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, pull-through mirrors, garbage collection; read the audit log."),
+    info(title = "berth admin API", description = "Manage a berth registry: repositories, accounts, webhooks, deploy rules, pull-through mirrors, signature keys, garbage collection; read the audit log."),
     components(schemas(ApiError)),
     security(("basic" = [])),
 )]
@@ -355,6 +358,10 @@ pub fn router() -> (axum::Router<Shared>, utoipa::openapi::OpenApi) {
             mirrors::delete_mirror
         ))
         .routes(routes!(mirrors::list_cached_repositories))
+        .routes(routes!(signatures::list_keys, signatures::add_key))
+        .routes(routes!(signatures::remove_key))
+        .routes(routes!(signatures::list_policies))
+        .routes(routes!(signatures::repository_signatures))
         .split_for_parts();
     // After the routes are in: the modifier documents every operation.
     utoipa::Modify::modify(&BasicAuth, &mut doc);
