@@ -149,6 +149,58 @@ impl MetaStore {
         Ok(rows.iter().map(summary_from_row).collect())
     }
 
+    /// Up to `limit` repository names after `after` in name order, whose
+    /// name contains `filter` if given: cheap enough to filter by what a
+    /// caller may see before reading summaries.
+    pub async fn repository_names(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(self.pick(
+            "SELECT name FROM repositories WHERE name > $1 AND instr(name, $2) > 0 \
+             ORDER BY name LIMIT $3",
+            "SELECT name FROM repositories WHERE name > $1 AND strpos(name, $2) > 0 \
+             ORDER BY name LIMIT $3",
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(filter.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Bytes each repository holds (its blobs and manifests; a blob
+    /// shared by several repositories counts in each), largest first.
+    pub async fn repository_sizes(&self) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT repository, CAST(SUM(size) AS BIGINT) FROM ( \
+               SELECT rb.repository AS repository, b.size AS size FROM repository_blobs rb \
+                 JOIN blobs b ON b.digest = rb.digest \
+               UNION ALL SELECT repository, size FROM manifests \
+             ) AS held GROUP BY repository ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Who last pushed each tag of `repo`, from the push events.
+    pub async fn tag_pushers(&self, repo: &RepoName) -> Result<HashMap<String, String>> {
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT tag, actor FROM events WHERE repository = $1 AND action = 'push' \
+             AND tag IS NOT NULL ORDER BY seq",
+        )
+        .bind(repo.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(tag, actor)| Some((tag, actor?)))
+            .collect())
+    }
+
     pub async fn repository_summary(&self, repo: &RepoName) -> Result<Option<RepositorySummary>> {
         let row = sqlx::query(self.pick(
             concat!(
