@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod sinks;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -75,6 +76,7 @@ impl App {
             metrics: api::metrics::MetricsPlace {
                 on_main_listener: config.metrics.listen_addr()?.is_none(),
             },
+            sessions: Arc::default(),
         });
         Ok(App {
             registry,

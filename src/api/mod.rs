@@ -33,6 +33,7 @@ pub struct AppState {
     pub gc: Arc<crate::gc::GarbageCollector>,
     pub mirrors: Arc<crate::mirror::Mirrors>,
     pub metrics: metrics::MetricsPlace,
+    pub sessions: Arc<crate::ui::Sessions>,
 }
 
 /// Largest admin API request body: settings, accounts, rules.
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
     Router::new()
         .merge(admin)
+        .merge(crate::ui::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::scrape))
