@@ -389,6 +389,51 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
         text(c, id).await;
         screenshot(c, name).await;
     }
+    // A robot: its secret shown once with a kubectl command, and it works.
+    c.goto(&b.url("/ui/accounts")).await.unwrap();
+    c.find(Locator::Id("robot-name"))
+        .await
+        .unwrap()
+        .send_keys("ci")
+        .await
+        .unwrap();
+    c.find(Locator::Id("robot-namespace"))
+        .await
+        .unwrap()
+        .send_keys("team")
+        .await
+        .unwrap();
+    c.find(Locator::Id("create-robot"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret = text(c, "#secret-value").await;
+    let kubectl = text(c, "#kubectl-secret").await;
+    assert_eq!(
+        kubectl,
+        format!(
+            "kubectl create secret docker-registry ci-pull --docker-server={} \
+             --docker-username=ci --docker-password={secret}",
+            b.host
+        )
+    );
+    let r = http
+        .get(b.url("/v2/team/web/tags/list"))
+        .basic_auth("ci", Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{r:?}");
+    c.goto(&b.url("/ui/accounts")).await.unwrap();
+    let accounts = text(c, "#accounts").await;
+    assert!(accounts.contains("team: pull"), "{accounts}");
+    assert!(
+        !body_text(c).await.contains(&secret),
+        "the secret shows once"
+    );
+
     c.goto(&b.url("/ui/audit?action=manifest.delete"))
         .await
         .unwrap();

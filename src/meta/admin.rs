@@ -186,13 +186,63 @@ impl MetaStore {
         Ok(rows)
     }
 
-    /// Who last pushed each tag of `repo`, from the push events.
-    pub async fn tag_pushers(&self, repo: &RepoName) -> Result<HashMap<String, String>> {
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+    /// One page of `repo`'s tags with what they point at: newest push
+    /// first, or by name in the order the tag listing uses.
+    pub async fn tag_rows_page(
+        &self,
+        repo: &RepoName,
+        by_name: bool,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<TagRow>> {
+        let sql = match by_name {
+            false => {
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY t.updated_at DESC, t.name LIMIT $2 OFFSET $3"
+            }
+            true => self.pick(
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY t.name COLLATE NOCASE, t.name LIMIT $2 OFFSET $3",
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY lower(t.name), t.name LIMIT $2 OFFSET $3",
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(repo.as_str())
+            .bind(i64::from(limit))
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TagRow {
+                name: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                size: r.get(3),
+                pushed_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Who last pushed each of `tags` of `repo`, from the push events.
+    pub async fn tag_pushers(
+        &self,
+        repo: &RepoName,
+        tags: &[&str],
+    ) -> Result<HashMap<String, String>> {
+        let names = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(self.pick(
             "SELECT tag, actor FROM events WHERE repository = $1 AND action = 'push' \
-             AND tag IS NOT NULL ORDER BY seq",
-        )
+             AND tag IN (SELECT value FROM json_each($2)) ORDER BY seq",
+            "SELECT tag, actor FROM events WHERE repository = $1 AND action = 'push' \
+             AND tag IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY seq",
+        ))
         .bind(repo.as_str())
+        .bind(names)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -295,16 +295,20 @@ async fn repository(
         .repository_summary(repo)
         .await?
         .ok_or_else(|| RegistryError::NameUnknown(repo.to_string()))?;
-    let mut tags = meta.tag_rows(repo).await?;
     let by_name = q.sort.as_deref() == Some("name");
-    if by_name {
-        tags.sort_by(|a, b| crate::core::tag_order(&a.name, &b.name));
-    }
-    let pages = tags.len().div_ceil(PAGE).max(1);
+    let count = usize::try_from(summary.tag_count).unwrap_or(0);
+    let pages = count.div_ceil(PAGE).max(1);
     let page_no = q.page.unwrap_or(1).clamp(1, pages);
-    let shown: Vec<_> = tags.iter().skip((page_no - 1) * PAGE).take(PAGE).collect();
+    let shown = meta
+        .tag_rows_page(repo, by_name, PAGE as u32, ((page_no - 1) * PAGE) as u64)
+        .await?;
+    let newest = match (by_name, page_no) {
+        (false, 1) => shown.first().cloned(),
+        _ => meta.tag_rows_page(repo, false, 1, 0).await?.pop(),
+    };
     let sizes = meta.image_sizes(repo).await?;
-    let pushers = meta.tag_pushers(repo).await?;
+    let names: Vec<&str> = shown.iter().map(|t| t.name.as_str()).collect();
+    let pushers = meta.tag_pushers(repo, &names).await?;
     let mut platforms = Vec::with_capacity(shown.len());
     for t in &shown {
         let p = match Digest::from_str(&t.digest) {
@@ -320,7 +324,6 @@ async fn repository(
     let may_delete = rights.contains(Actions::DELETE) && v.session.is_some();
     let sort = if by_name { "name" } else { "pushed" };
     let link = |sort: &str, page: usize| format!("/ui/r/{repo}?sort={sort}&page={page}");
-    let newest = tags.iter().max_by_key(|t| t.pushed_at);
     let settings = if rights.contains(Actions::ADMIN) {
         Some(meta.repository_settings(repo.as_str()).await?)
     } else {
@@ -340,7 +343,7 @@ async fn repository(
             (command_list(&pull_commands(v, repo, &format!(":{}", t.name)), "pull"))
         }
         h2 { "Tags" }
-        @if tags.is_empty() {
+        @if shown.is_empty() {
             p.muted { "No tags." }
         } @else {
             table #tags {
