@@ -226,6 +226,54 @@ fn push(
     }
 }
 
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// The bytes of `repo:reference` as the distribution API serves them.
+async fn raw_manifest(b: &Berth, password: &str, repo: &str, reference: &str) -> Vec<u8> {
+    let r = reqwest::Client::new()
+        .get(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .basic_auth("admin", Some(password))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{r:?}");
+    r.bytes().await.unwrap().to_vec()
+}
+
+async fn put(
+    b: &Berth,
+    password: &str,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    body: &[u8],
+) {
+    let r = reqwest::Client::new()
+        .put(b.url(&format!("/v2/{repo}/manifests/{reference}")))
+        .basic_auth("admin", Some(password))
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+}
+
+async fn upload_blob(b: &Berth, password: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = common::sha256(bytes);
+    let r = reqwest::Client::new()
+        .post(b.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+        .basic_auth("admin", Some(password))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{r:?}");
+    digest
+}
+
 /// The status of `repo:reference` through the distribution API.
 async fn manifest_status(b: &Berth, password: &str, repo: &str, reference: &str) -> StatusCode {
     reqwest::Client::new()
@@ -325,6 +373,73 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
     );
     screenshot(c, "manifest").await;
 
+    // An index: its platforms, each with its own page; and a referrer of
+    // v1 with its artifact type.
+    let v1 = raw_manifest(&b, &password, "team/web", "v1").await;
+    let old = raw_manifest(&b, &password, "team/web", "old").await;
+    let descriptor = |bytes: &[u8], platform: serde_json::Value| {
+        json!({
+            "mediaType": OCI_MANIFEST,
+            "digest": common::sha256(bytes),
+            "size": bytes.len(),
+            "platform": platform,
+        })
+    };
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            descriptor(&v1, json!({"os": "linux", "architecture": "amd64"})),
+            descriptor(&old, json!({"os": "linux", "architecture": "arm64", "variant": "v8"})),
+        ],
+    }))
+    .unwrap();
+    put(
+        &b,
+        &password,
+        "team/web",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index,
+    )
+    .await;
+    let empty = upload_blob(&b, &password, "team/web", b"{}").await;
+    let empty =
+        json!({"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2});
+    let sbom = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.sbom.v1+json",
+        "config": empty,
+        "layers": [empty],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": image.manifest_digest, "size": v1.len()},
+    }))
+    .unwrap();
+    let sbom_digest = common::sha256(&sbom);
+    put(&b, &password, "team/web", &sbom_digest, OCI_MANIFEST, &sbom).await;
+    c.goto(&b.url("/ui/r/team/web/-/manifests/multi"))
+        .await
+        .unwrap();
+    let platforms = text(c, "#platforms").await;
+    assert!(platforms.contains("linux/amd64"), "{platforms}");
+    assert!(platforms.contains("linux/arm64/v8"), "{platforms}");
+    c.find(Locator::LinkText(&common::sha256(&old)))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(c, "#digest", &common::sha256(&old)).await;
+    c.goto(&b.url("/ui/r/team/web/-/manifests/v1"))
+        .await
+        .unwrap();
+    let referrers = text(c, "#referrers").await;
+    assert!(
+        referrers.contains("application/vnd.example.sbom.v1+json"),
+        "{referrers}"
+    );
+    assert!(referrers.contains(&sbom_digest), "{referrers}");
+
     // The copy button copies the command shown; that command pulls it.
     c.find(Locator::Css("button[data-copy='pull-tag-docker']"))
         .await
@@ -369,7 +484,14 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
     let question = c.get_alert_text().await.unwrap();
     assert!(question.contains("old"), "{question}");
     c.accept_alert().await.unwrap();
-    wait_text(c, "#tag-count", "1").await;
+    // v1 and the index are left.
+    wait_text(c, "#tag-count", "2").await;
+    assert!(
+        c.find_all(Locator::Css("tr[data-tag='old']"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         manifest_status(&b, &password, "team/web", "old").await,
         StatusCode::NOT_FOUND
