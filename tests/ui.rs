@@ -501,6 +501,28 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
         StatusCode::OK
     );
 
+    // Garbage collection, started from the storage page.
+    c.goto(&b.url("/ui/storage")).await.unwrap();
+    text(c, "#gc-none").await;
+    c.find(Locator::Id("start-gc"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    let mut report = None;
+    for _ in 0..100 {
+        c.goto(&b.url("/ui/storage")).await.unwrap();
+        if let Ok(e) = c.find(Locator::Id("gc-report")).await {
+            report = Some(e.text().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let report = report.expect("a garbage collection report");
+    assert!(report.contains("Blobs examined"), "{report}");
+
     // The admin pages.
     for (path, name, id) in [
         ("/ui/storage", "storage", "#usage-chart"),
