@@ -18,6 +18,7 @@ pub mod gc;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod settings;
 pub mod sinks;
 pub mod storage;
 pub mod ui;
