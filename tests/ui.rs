@@ -501,6 +501,40 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
         StatusCode::OK
     );
 
+    // Settings: public read lets anonymous visitors see the repository.
+    let anonymous = http.get(b.url("/ui/r/team/web")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
+    c.find(Locator::Id("public-read"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("save-settings"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    text(c, "#tags").await;
+    assert_eq!(
+        c.find(Locator::Id("public-read"))
+            .await
+            .unwrap()
+            .prop("checked")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    let anonymous = http.get(b.url("/ui/r/team/web")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    let page = anonymous.text().await.unwrap();
+    assert!(
+        page.contains("sha256:") && !page.contains("Save settings"),
+        "{page}"
+    );
+
     // Garbage collection, started from the storage page.
     c.goto(&b.url("/ui/storage")).await.unwrap();
     text(c, "#gc-none").await;

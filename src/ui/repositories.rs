@@ -189,6 +189,8 @@ pub async fn get_path(
 pub async fn post_path(
     v: Viewer,
     State(registry): State<Arc<Registry>>,
+    State(meta): State<MetaStore>,
+    State(auth): State<Arc<crate::auth::Auth>>,
     Path(path): Path<String>,
     body: Body,
 ) -> UiResult<Response> {
@@ -196,6 +198,9 @@ pub async fn post_path(
     v.check_form(&form)?;
     let (name, rest) = split(&path);
     let repo = RepoName::from_str(name)?;
+    if rest == "settings" {
+        return change_settings(&v, &registry, &meta, &auth, &repo, &form).await;
+    }
     if !rights(&v, &repo).contains(Actions::DELETE) {
         return Err(UiError::Refused(format!(
             "{} may not delete in {repo}",
@@ -241,6 +246,30 @@ pub async fn post_path(
         }
         _ => Err(RegistryError::NotFound("no such action".into()).into()),
     }
+}
+
+/// `POST /ui/r/<name>/-/settings`, for the repository's admins: immutable
+/// tags and public read (retention stays as it is; the admin API sets it).
+async fn change_settings(
+    v: &Viewer,
+    registry: &Registry,
+    meta: &MetaStore,
+    auth: &crate::auth::Auth,
+    repo: &RepoName,
+    form: &Form,
+) -> UiResult<Response> {
+    if !rights(v, repo).contains(Actions::ADMIN) {
+        return Err(UiError::Refused(format!(
+            "{} may not change the settings of {repo}",
+            v.session.as_ref().map_or("", |s| s.account.as_str())
+        )));
+    }
+    let mut settings = crate::settings::read(meta, repo).await?;
+    settings.immutable_tags = form.get("immutable_tags").is_some();
+    settings.public_read = form.get("public_read").is_some();
+    crate::settings::write(registry, meta, auth, repo, &settings).await?;
+    v.audit(meta, "settings.change", repo.as_str()).await;
+    Ok(see_other(&format!("/ui/r/{repo}")))
 }
 
 /// `team/app/-/manifests/x` into `team/app` and `manifests/x`.
@@ -324,8 +353,8 @@ async fn repository(
     let may_delete = rights.contains(Actions::DELETE) && v.session.is_some();
     let sort = if by_name { "name" } else { "pushed" };
     let link = |sort: &str, page: usize| format!("/ui/r/{repo}?sort={sort}&page={page}");
-    let settings = if rights.contains(Actions::ADMIN) {
-        Some(meta.repository_settings(repo.as_str()).await?)
+    let settings = if rights.contains(Actions::ADMIN) && v.session.is_some() {
+        Some(crate::settings::read(meta, repo).await?)
     } else {
         None
     };
@@ -395,11 +424,18 @@ async fn repository(
         }
         @if let Some(s) = settings {
             h2 { "Settings" }
-            dl.facts {
-                dt { "Immutable tags" } dd { (if s.immutable_tags { "yes" } else { "no" }) }
-                dt { "Retention" } dd { (s.retention.as_deref().unwrap_or("keep every tag")) }
+            form.stack #settings method="post" action={ "/ui/r/" (repo) "/-/settings" } {
+                input type="hidden" name="csrf" value=(v.csrf());
+                label { input #immutable-tags type="checkbox" name="immutable_tags" value="1" checked[s.immutable_tags]; " Immutable tags: a pushed tag never moves" }
+                label { input #public-read type="checkbox" name="public_read" value="1" checked[s.public_read]; " Public read: anyone may pull, without signing in" }
+                p.muted { "Retention: "
+                    @match &s.retention {
+                        Some(p) => code { (serde_json::to_string(p).unwrap_or_default()) },
+                        None => "keep every tag",
+                    }
+                    " (set it through the admin API)." }
+                button #save-settings type="submit" { "Save settings" }
             }
-            p.muted { "Change them through the admin API: " code { "PUT /admin/v1/repositories/<name>/settings" } }
         }
     };
     Ok(render(page(v, repo.as_str(), body)))
