@@ -611,6 +611,22 @@ async fn an_admin_browses_an_image_pulls_it_with_the_shown_command_and_deletes_a
         !body_text(c).await.contains(&secret),
         "the secret shows once"
     );
+    // Disabled, the robot's secret no longer works.
+    c.find(Locator::Css("tr[data-account='ci'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    wait_text(c, "tr[data-account='ci'] td:nth-child(4)", "disabled").await;
+    let r = http
+        .get(b.url("/v2/team/web/tags/list"))
+        .basic_auth("ci", Some(&secret))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{r:?}");
 
     c.goto(&b.url("/ui/audit?action=manifest.delete"))
         .await
@@ -1008,5 +1024,29 @@ spec:
     wait_text(c, ".runs-now", &pinned(&first)).await;
     let states = text(c, "section[data-rule='app'] .timeline").await;
     assert!(states.contains("rolled_back"), "{states}");
+
+    // Roll back onto a chosen earlier digest: the second push's.
+    c.find(Locator::Css(&format!(
+        "section[data-rule='app'] option[value='{}']",
+        second.manifest_digest
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    c.find(Locator::Css("section[data-rule='app'] button.rollback"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    cluster.wait_for(
+        "app on the chosen digest",
+        &["deployment", "app", "-n", "apps"],
+        |d| container_image(d, "app") == pinned(&second),
+    );
+    wait_text(c, ".runs-now", &pinned(&second)).await;
     browser.close().await;
 }
