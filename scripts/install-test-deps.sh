@@ -57,6 +57,9 @@ PKGS=(
     util-linux:setpriv
     prometheus:promtool
     postgresql:
+    # tests/ui.rs drives a real browser through WebDriver.
+    chromium:chromium
+    chromium-driver:chromedriver
 )
 
 missing=()

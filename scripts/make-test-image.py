@@ -15,7 +15,7 @@ Both archives name the image --ref (default test/image:TAG).
 Usage:
   make-test-image.py OUT_DIR --layers N --layer-size BYTES [--tag TAG]
                      [--ref NAME:TAG] [--docker-archive FILE]
-                     [--oci-archive FILE]
+                     [--oci-archive FILE] [--label K=V]... [--annotation K=V]...
 
 OUT_DIR is used as `oci:OUT_DIR:TAG` by skopeo.  Manifests use OCI media
 types (skopeo 1.9's oci: transport ignores index entries with Docker media
@@ -120,6 +120,10 @@ def main():
                     help="image name for --docker-archive RepoTags (default test/image:TAG)")
     ap.add_argument("--docker-archive", default=None)
     ap.add_argument("--oci-archive", default=None)
+    ap.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                    help="a label in the image config (repeatable)")
+    ap.add_argument("--annotation", action="append", default=[], metavar="KEY=VALUE",
+                    help="an annotation on the manifest (repeatable)")
     args = ap.parse_args()
     if args.layers < 1:
         ap.error("--layers must be >= 1")
@@ -145,7 +149,8 @@ def main():
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
             "Cmd": ["/bin/true"],
-            "Labels": {"org.example.test-nonce": os.urandom(8).hex()},
+            "Labels": dict([("org.example.test-nonce", os.urandom(8).hex())]
+                           + [tuple(l.split("=", 1)) for l in args.label]),
         },
         "rootfs": {"type": "layers", "diff_ids": [l["diff_id"] for l in layers]},
         "history": [{"created": created, "created_by": "make-test-image.py layer %d" % i}
@@ -160,6 +165,8 @@ def main():
         "config": {"mediaType": mt["config"], "digest": config_digest, "size": len(config_bytes)},
         "layers": [{"mediaType": mt["layer"], "digest": l["digest"], "size": l["size"]} for l in layers],
     }
+    if args.annotation:
+        manifest["annotations"] = dict(tuple(a.split("=", 1)) for a in args.annotation)
     manifest_bytes = json.dumps(manifest, indent=2).encode()
     manifest_digest = write_blob(out, manifest_bytes)
 

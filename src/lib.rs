@@ -19,9 +19,11 @@ pub mod gc;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod settings;
 pub mod signature;
 pub mod sinks;
 pub mod storage;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -85,6 +87,7 @@ impl App {
             metrics: api::metrics::MetricsPlace {
                 on_main_listener: config.metrics.listen_addr()?.is_none(),
             },
+            sessions: Arc::default(),
         });
         Ok(App {
             registry,

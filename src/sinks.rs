@@ -280,6 +280,27 @@ impl SinkCatalog {
             .ok_or_else(|| RegistryError::NotFound(format!("no {} named {name:?}", kind.as_str())))
     }
 
+    /// Rolls the targets of the deploy rule `rule` back to the image each
+    /// ran before its last deploy, or onto the digest `to`; returns what
+    /// was done, a line per workload.
+    pub async fn rollback(&self, rule: &str, to: Option<&str>) -> Result<Vec<String>> {
+        if let Some(digest) = to {
+            digest.parse::<crate::core::names::Digest>()?;
+        }
+        let entry = self.get(SinkKind::DeployRule, rule).await?;
+        let config: DeployRuleConfig = serde_json::from_value(entry.spec)
+            .map_err(|e| RegistryError::Internal(format!("deploy rule {rule}: {e}")))?;
+        let rule = DeployRule::from_config(&config)
+            .map_err(|e| RegistryError::Invalid(format!("{e:#}")))?;
+        let sink = RuleSink::new(
+            rule,
+            self.cluster().await?,
+            self.meta.clone(),
+            &self.registry_host,
+        );
+        sink.rollback(to).await.map_err(RegistryError::Conflict)
+    }
+
     fn in_config(&self, kind: SinkKind, name: &str) -> bool {
         match kind {
             SinkKind::Webhook => self.config_webhooks.iter().any(|w| w.name == name),

@@ -33,6 +33,7 @@ pub struct AppState {
     pub mirrors: Arc<crate::mirror::Mirrors>,
     pub signatures: Arc<crate::signature::Signatures>,
     pub metrics: metrics::MetricsPlace,
+    pub sessions: Arc<crate::ui::Sessions>,
 }
 
 /// The router's state: [`AppState`] behind one `Arc`, because axum clones
@@ -68,6 +69,7 @@ parts! {
     mirrors: Arc<crate::mirror::Mirrors>,
     signatures: Arc<crate::signature::Signatures>,
     metrics: metrics::MetricsPlace,
+    sessions: Arc<crate::ui::Sessions>,
 }
 
 /// Largest admin API request body: settings, accounts, rules.
@@ -89,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY));
     Router::new()
         .merge(admin)
+        .merge(crate::ui::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::scrape))

@@ -295,6 +295,39 @@ impl Auth {
         }
     }
 
+    /// An anonymous caller with only what anonymous grants allow: never
+    /// the loopback trust, which a browser page on this host must not get.
+    pub async fn anonymous_caller(&self) -> Result<Caller> {
+        Ok(Caller {
+            account: None,
+            authenticated: false,
+            access: Access::Grants(self.anonymous_permissions().await?),
+        })
+    }
+
+    /// The caller of a session that signed in as `name` earlier: the
+    /// account's grants as they are now, plus anonymous ones. An account
+    /// deleted or disabled since is refused.
+    pub async fn session_caller(&self, name: &str) -> Result<Caller> {
+        match self.meta.account(name).await? {
+            Some(account) if !account.disabled => Ok(Caller {
+                account: Some(account.name.clone()),
+                authenticated: true,
+                access: Access::Grants(Arc::new(Permissions(
+                    self.meta
+                        .grants(&account.name)
+                        .await?
+                        .into_iter()
+                        .chain(self.anonymous_permissions().await?.0.iter().cloned())
+                        .collect(),
+                ))),
+            }),
+            _ => Err(RegistryError::Unauthorized(
+                "the account no longer exists or is disabled".into(),
+            )),
+        }
+    }
+
     async fn anonymous_permissions(&self) -> Result<Arc<Permissions>> {
         if let Some((perms, at)) = &*self.anonymous.lock().expect("anonymous cache")
             && at.elapsed() < CREDENTIAL_CACHE_TTL

@@ -18,6 +18,7 @@ pub use cached::Evicted;
 pub use error::{RegistryError, Result};
 pub use registry::{
     BlobBody, BlobRead, ByteRange, ManifestPushed, RangeRequest, Registry, RegistryOptions,
+    tag_order,
 };
 
 /// A request body as the core sees it: bytes as they arrive, or the error

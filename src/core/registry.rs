@@ -849,6 +849,13 @@ impl Registry {
         Ok(())
     }
 
+    /// An image's config blob, parsed, when it is JSON of at most 1 MiB.
+    pub async fn image_config(&self, digest: &Digest) -> Option<serde_json::Value> {
+        const MAX_CONFIG: u64 = 1 << 20;
+        let bytes = self.blobs.read_small(digest, MAX_CONFIG).await?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// The platforms (`os/arch[/variant]`) a manifest runs on: an index's
     /// children's, or an image's config's. Empty for artifacts.
     pub async fn platforms(&self, media_type: &str, content: &[u8]) -> Vec<String> {

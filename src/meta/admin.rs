@@ -149,6 +149,108 @@ impl MetaStore {
         Ok(rows.iter().map(summary_from_row).collect())
     }
 
+    /// Up to `limit` repository names after `after` in name order, whose
+    /// name contains `filter` if given: cheap enough to filter by what a
+    /// caller may see before reading summaries.
+    pub async fn repository_names(
+        &self,
+        limit: u32,
+        after: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(self.pick(
+            "SELECT name FROM repositories WHERE name > $1 AND instr(name, $2) > 0 \
+             ORDER BY name LIMIT $3",
+            "SELECT name FROM repositories WHERE name > $1 AND strpos(name, $2) > 0 \
+             ORDER BY name LIMIT $3",
+        ))
+        .bind(after.unwrap_or(""))
+        .bind(filter.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Bytes each repository holds (its blobs and manifests; a blob
+    /// shared by several repositories counts in each), largest first.
+    pub async fn repository_sizes(&self) -> Result<Vec<(String, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT repository, CAST(SUM(size) AS BIGINT) FROM ( \
+               SELECT rb.repository AS repository, b.size AS size FROM repository_blobs rb \
+                 JOIN blobs b ON b.digest = rb.digest \
+               UNION ALL SELECT repository, size FROM manifests \
+             ) AS held GROUP BY repository ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// One page of `repo`'s tags with what they point at: newest push
+    /// first, or by name in the order the tag listing uses.
+    pub async fn tag_rows_page(
+        &self,
+        repo: &RepoName,
+        by_name: bool,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<TagRow>> {
+        let sql = match by_name {
+            false => {
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY t.updated_at DESC, t.name LIMIT $2 OFFSET $3"
+            }
+            true => self.pick(
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY t.name COLLATE NOCASE, t.name LIMIT $2 OFFSET $3",
+                "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
+                 JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
+                 WHERE t.repository = $1 ORDER BY lower(t.name), t.name LIMIT $2 OFFSET $3",
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(repo.as_str())
+            .bind(i64::from(limit))
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TagRow {
+                name: r.get(0),
+                digest: r.get(1),
+                media_type: r.get(2),
+                size: r.get(3),
+                pushed_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Who last pushed each of `tags` of `repo`, from the push events.
+    pub async fn tag_pushers(
+        &self,
+        repo: &RepoName,
+        tags: &[&str],
+    ) -> Result<HashMap<String, String>> {
+        let names = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(self.pick(
+            "SELECT tag, actor FROM events WHERE repository = $1 AND action = 'push' \
+             AND tag IN (SELECT value FROM json_each($2)) ORDER BY seq",
+            "SELECT tag, actor FROM events WHERE repository = $1 AND action = 'push' \
+             AND tag IN (SELECT jsonb_array_elements_text($2::jsonb)) ORDER BY seq",
+        ))
+        .bind(repo.as_str())
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(tag, actor)| Some((tag, actor?)))
+            .collect())
+    }
+
     pub async fn repository_summary(&self, repo: &RepoName) -> Result<Option<RepositorySummary>> {
         let row = sqlx::query(self.pick(
             concat!(

@@ -11,9 +11,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{AdminCaller, ApiError, ApiResult, Body, DryRunQuery, Params, Segments, page};
 use crate::auth::Auth;
-use crate::auth::accounts::ANONYMOUS;
-use crate::auth::manage::AccountAdmin;
-use crate::auth::scope::Actions;
 use crate::core::names::{Digest, RepoName};
 use crate::core::retention::RetentionPolicy;
 use crate::core::{Registry, RegistryError};
@@ -187,29 +184,15 @@ pub(super) async fn delete_repository(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(super) async fn public_read(meta: &MetaStore, repo: &RepoName) -> ApiResult<bool> {
-    Ok(meta
-        .grants(ANONYMOUS)
-        .await?
-        .iter()
-        .any(|g| g.namespace.as_str() == repo.as_str() && g.actions.contains(Actions::PULL)))
-}
-
 pub(super) async fn settings_of(
     meta: &MetaStore,
     repo: &RepoName,
 ) -> ApiResult<RepositorySettings> {
-    let row = meta.repository_settings(repo.as_str()).await?;
-    let retention = row
-        .retention
-        .as_deref()
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| RegistryError::Internal(format!("stored retention policy: {e}")))?;
+    let s = crate::settings::read(meta, repo).await?;
     Ok(RepositorySettings {
-        immutable_tags: row.immutable_tags,
-        public_read: public_read(meta, repo).await?,
-        retention,
+        immutable_tags: s.immutable_tags,
+        public_read: s.public_read,
+        retention: s.retention,
     })
 }
 
@@ -240,38 +223,16 @@ pub(super) async fn put_settings(
     Body(settings): Body<RepositorySettings>,
 ) -> ApiResult<Json<RepositorySettings>> {
     let repo = repo_name(&name)?;
-    if let Some(policy) = &settings.retention {
-        policy.validate()?;
-    }
-    let retention = settings
-        .retention
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(|e| RegistryError::Internal(e.to_string()))?;
-    meta.put_repository_settings(
-        repo.as_str(),
-        &crate::meta::SettingsRow {
-            immutable_tags: settings.immutable_tags,
-            retention,
-        },
-    )
-    .await?;
-    let accounts = AccountAdmin::new(meta.clone());
-    let was_public = public_read(&meta, &repo).await?;
-    if settings.public_read && !was_public {
-        accounts.grant(ANONYMOUS, repo.as_str(), "pull").await?;
-    } else if !settings.public_read && was_public {
-        accounts.revoke(ANONYMOUS, repo.as_str()).await?;
-    }
-    auth.forget_cached();
     let detail = serde_json::to_string(&settings).unwrap_or_default();
+    let settings = crate::settings::RepositorySettings {
+        immutable_tags: settings.immutable_tags,
+        public_read: settings.public_read,
+        retention: settings.retention,
+    };
+    crate::settings::write(&registry, &meta, &auth, &repo, &settings).await?;
     admin
         .audit(&meta, "settings.change", repo.as_str(), &detail)
         .await;
-    if let Some(policy) = &settings.retention {
-        registry.apply_retention(&repo, policy).await?;
-    }
     Ok(Json(settings_of(&meta, &repo).await?))
 }
 
