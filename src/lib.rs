@@ -7,6 +7,7 @@
 //! - [`api`]: HTTP, translating requests to core calls.
 //! - [`metrics`]: what berth counts, in Prometheus's text format.
 //! - [`mirror`]: pull-through caches of other registries.
+//! - [`server`]: serving the router, within timeouts and a connection cap.
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod gc;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod server;
 pub mod sinks;
 pub mod storage;
 
@@ -56,6 +58,10 @@ impl App {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             delete_enabled: config.delete_enabled,
             record_pulls: config.events.pulls,
+            disk: Some(crate::storage::space::DiskSpace::new(
+                &config.data_dir,
+                config.storage.min_free_bytes,
+            )),
         };
         let registry = Arc::new(Registry::new(blobs, meta.clone(), limits));
         let sinks = Arc::new(sinks::SinkCatalog::new(config, meta.clone()));

@@ -29,6 +29,7 @@
 
 pub mod fs;
 pub mod s3;
+pub mod space;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -287,7 +288,16 @@ impl BlobStore {
 
 impl From<object_store::Error> for RegistryError {
     fn from(e: object_store::Error) -> RegistryError {
-        RegistryError::Internal(format!("object storage: {e}"))
+        match e {
+            // What the bucket's server answered after the retries
+            // (storage.s3.max_retries) ran out, or never answered: 5xx,
+            // SlowDown, connections refused or reset, timeouts.
+            object_store::Error::Generic { .. } => {
+                tracing::warn!(error = %e, "object storage unavailable");
+                RegistryError::Unavailable("blob storage".into())
+            }
+            e => RegistryError::Internal(format!("object storage: {e}")),
+        }
     }
 }
 
