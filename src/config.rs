@@ -855,6 +855,14 @@ mod tests {
         assert_eq!(shipped.metrics.listen, defaults.metrics.listen);
         assert_eq!(shipped.storage.backend, defaults.storage.backend);
         assert_eq!(
+            shipped.storage.min_free_bytes,
+            defaults.storage.min_free_bytes
+        );
+        assert_eq!(
+            format!("{:?}", shipped.server),
+            format!("{:?}", defaults.server)
+        );
+        assert_eq!(
             format!("{:?}", shipped.storage.s3),
             format!("{:?}", defaults.storage.s3)
         );
