@@ -226,6 +226,23 @@ impl FsStore {
         Ok(tokio::fs::File::open(self.upload_path(upload)).await?)
     }
 
+    /// Every file under uploads/: its name, size and modification time.
+    pub async fn list_uploads(&self) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
+        let root = self.root.join("uploads");
+        blocking(move || {
+            let mut found = Vec::new();
+            for file in std::fs::read_dir(&root)? {
+                let file = file?;
+                let meta = file.metadata()?;
+                if let (Some(name), true) = (file.file_name().to_str(), meta.is_file()) {
+                    found.push((name.to_owned(), meta.len(), meta.modified()?));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     /// Whether a blob's bytes are stored.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()

@@ -221,6 +221,16 @@ impl BlobStore {
         }
     }
 
+    /// The files of uploads in progress (name, size, modification time),
+    /// where a backend keeps one file an upload (local disk; none on S3,
+    /// whose leftovers a bucket lifecycle rule reclaims).
+    pub async fn list_upload_files(&self) -> Result<Vec<(String, u64, SystemTime)>> {
+        match self {
+            BlobStore::Fs(s) => s.list_uploads().await,
+            BlobStore::S3(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Moves a blob's bytes aside (`<hex>.gc`, beside them), where no
     /// reader or push finds them; false if there were none. Garbage
     /// collection does this before it asks whether the metadata names the
