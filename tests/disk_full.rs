@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 
 const MIB: usize = 1 << 20;
 
+/// The metadata in SQLite on the small disk too (also on the suite's
+/// PostgreSQL pass): a full disk is what this file is about.
+const CONFIG: &str = "[storage]\nmin_free_bytes = 4194304\n\n[database]\nurl = \"\"\n";
+
 /// A size-limited tmpfs mounted on a fresh directory; unmounted on drop
 /// (after the berth on it is gone: declare it first).
 struct SmallDisk {
@@ -145,7 +149,7 @@ fn client() -> Client {
 #[tokio::test]
 async fn monolithic_pushes_larger_than_the_disk_are_refused_and_leave_nothing() {
     let disk = SmallDisk::mount(64);
-    let b = Berth::start_in(disk.path(), "[storage]\nmin_free_bytes = 4194304\n");
+    let b = Berth::start_in(disk.path(), CONFIG);
     let c = client();
     // Something pushed before, to pull back afterwards.
     let before = random_bytes(2 * MIB);
@@ -198,7 +202,7 @@ async fn monolithic_pushes_larger_than_the_disk_are_refused_and_leave_nothing() 
 #[tokio::test]
 async fn a_chunk_that_fills_the_disk_is_cut_and_the_upload_goes_on() {
     let disk = SmallDisk::mount(64);
-    let b = Berth::start_in(disk.path(), "[storage]\nmin_free_bytes = 4194304\n");
+    let b = Berth::start_in(disk.path(), CONFIG);
     let c = client();
     let r = c
         .post(b.url("/v2/disk/chunked/blobs/uploads/"))
@@ -263,7 +267,7 @@ async fn a_chunk_that_fills_the_disk_is_cut_and_the_upload_goes_on() {
 #[tokio::test]
 async fn a_disk_filled_from_outside_fails_metadata_commits_clearly_until_freed() {
     let disk = SmallDisk::mount(64);
-    let b = Berth::start_in(disk.path(), "[storage]\nmin_free_bytes = 4194304\n");
+    let b = Berth::start_in(disk.path(), CONFIG);
     let c = client();
     let earlier = push_image(&c, &b, "disk/meta", OCI_MANIFEST).await;
     let earlier_body = serde_json::to_vec(&earlier).unwrap();

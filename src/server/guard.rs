@@ -2,6 +2,14 @@
 //! the cap is closed at once), and its writes timed, so a client that
 //! stops reading an answer is disconnected instead of holding a task, a
 //! socket and an open blob for good.
+//!
+//! A connection berth closes is closed lingering, as web servers do: its
+//! sending side first, then what the client still sends is read and
+//! dropped for a few seconds before the socket goes. Closed at once with
+//! request bytes unread (an upload refused before its body was read: a
+//! full disk, a bad digest), the socket would answer the client's next
+//! bytes with a reset, which can destroy the answer before the client
+//! reads it; the client would see a broken pipe instead of the error.
 
 use std::future::Future;
 use std::io;
@@ -44,7 +52,7 @@ impl<S> axum_server::accept::Accept<TcpStream, S> for Guard {
         let _ = stream.set_nodelay(true);
         std::future::ready(Ok((
             Guarded {
-                inner: stream,
+                inner: Some(stream),
                 _permit: permit,
                 write_timeout: self.write_timeout,
                 stalled: None,
@@ -56,14 +64,25 @@ impl<S> axum_server::accept::Accept<TcpStream, S> for Guard {
 
 /// A connection holding its place under the cap until it closes.
 pub struct Guarded {
-    inner: TcpStream,
+    /// Taken only when dropped, to close lingering.
+    inner: Option<TcpStream>,
     _permit: OwnedSemaphorePermit,
     write_timeout: Duration,
     /// Running while the socket takes no more bytes.
     stalled: Option<Pin<Box<Sleep>>>,
 }
 
+/// How long a closing connection's incoming bytes are read and dropped,
+/// at most, and how long it may send nothing before it is closed for good.
+const LINGER: Duration = Duration::from_secs(10);
+const LINGER_IDLE: Duration = Duration::from_secs(2);
+
 impl Guarded {
+    fn stream(&mut self) -> &mut TcpStream {
+        self.inner
+            .as_mut()
+            .expect("a connection in use has its stream")
+    }
     /// After a write (or flush) that could not proceed: an error once the
     /// client has read nothing for the whole timeout.
     fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
@@ -104,7 +123,7 @@ impl AsyncRead for Guarded {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        Pin::new(self.stream()).poll_read(cx, buf)
     }
 }
 
@@ -115,7 +134,7 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let ready = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let ready = Pin::new(this.stream()).poll_write(cx, buf);
         this.progressed(ready, cx)
     }
 
@@ -125,21 +144,48 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let ready = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let ready = Pin::new(this.stream()).poll_write_vectored(cx, bufs);
         this.progressed(ready, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let ready = Pin::new(&mut this.inner).poll_flush(cx);
+        let ready = Pin::new(this.stream()).poll_flush(cx);
         this.progressed(ready, cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(self.stream()).poll_shutdown(cx)
     }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let (Some(stream), Ok(runtime)) =
+            (self.inner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(linger(stream));
+    }
+}
+
+/// Sends FIN, then reads and drops what the client still sends until it
+/// closes its side, goes quiet for LINGER_IDLE, or LINGER has passed.
+async fn linger(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = vec![0u8; 8 * 1024];
+        while let Ok(Ok(n)) = tokio::time::timeout(LINGER_IDLE, stream.read(&mut sink)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
