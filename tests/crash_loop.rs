@@ -195,6 +195,19 @@ async fn worker(id: usize, base: String, ledger: Arc<Mutex<Ledger>>, until: Inst
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_every_few_seconds_loses_nothing_acknowledged() {
+    crash_loop("disk", "", None).await;
+}
+
+/// The same with blobs in S3 (moto); on the suite's PostgreSQL pass the
+/// metadata is in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_every_few_seconds_loses_nothing_acknowledged_on_s3() {
+    let moto = common::s3::MotoServer::start();
+    let bucket = moto.bucket().await;
+    crash_loop("s3", &bucket.config("part_size = 65536"), Some(&bucket)).await;
+}
+
+async fn crash_loop(what: &str, storage: &str, bucket: Option<&common::s3::S3Bucket>) {
     let seconds: u64 = std::env::var("CRASH_LOOP_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -203,7 +216,8 @@ async fn sigkill_every_few_seconds_loses_nothing_acknowledged() {
     let mut b = Berth::start_with_config(&format!(
         "[events]\nfirst_backoff_seconds = 1\nmax_backoff_seconds = 1\n\n\
          [[events.webhooks]]\nname = \"crash\"\nurl = \"{}\"\n\n\
-         [gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\nupload_max_age_seconds = 0\n",
+         [gc]\ninterval_seconds = 0\ngrace_period_seconds = 0\nupload_max_age_seconds = 0\n\n\
+         {storage}",
         receiver.url()
     ));
     let base = b.url("");
@@ -310,16 +324,20 @@ async fn sigkill_every_few_seconds_loses_nothing_acknowledged() {
 
     // Garbage collection leaves no upload behind.
     let report = b.manage(&["gc", "--json"]);
-    let uploads: Vec<_> = std::fs::read_dir(b.data_dir().join("uploads"))
-        .unwrap()
-        .collect();
+    let uploads: Vec<String> = match bucket {
+        Some(bucket) => bucket.keys("uploads/").await,
+        None => std::fs::read_dir(b.data_dir().join("uploads"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
     assert!(
         uploads.is_empty(),
         "uploads left after gc: {uploads:?}; {report}"
     );
 
     println!(
-        "crash loop: {seconds} s, {kills} SIGKILLs; {} pushes acknowledged ({checked} checked \
+        "crash loop ({what}): {seconds} s, {kills} SIGKILLs; {} pushes acknowledged ({checked} checked \
          identical, {} deleted), {} pulls, {} requests failed while berth was down; \
          {ids} distinct events delivered, {duplicates} of them more than once; gc: {report}",
         l.pushed.len(),

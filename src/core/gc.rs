@@ -9,8 +9,9 @@
 //! 3. uploads abandoned for longer than the upload age;
 //! 4. blob files the metadata does not name (left by a crash between the
 //!    bytes and the row), older than the grace period;
-//! 5. upload files no upload row names (a crash between making the file
-//!    and recording the upload), older than the upload age.
+//! 5. upload bytes no upload row names (a crash between making the file
+//!    and recording the upload, or between committing a blob and removing
+//!    its upload's objects), older than the upload age.
 //!
 //! Every delete re-checks its condition in the same statement, and a push
 //! re-checks its references inside its own transaction, so one of the two
@@ -290,9 +291,10 @@ impl Registry {
         }
     }
 
-    /// Upload files no upload row names, older than the upload age: a
-    /// crash between creating an upload's file and recording it (or a
-    /// readiness probe's file) leaves one.
+    /// Upload bytes no upload row names, older than the upload age: a
+    /// crash between creating an upload's file and recording it, or
+    /// between committing a blob and removing its upload's objects (or a
+    /// readiness probe's file) leaves them.
     async fn collect_orphan_uploads(
         &self,
         cutoff: i64,

@@ -221,13 +221,12 @@ impl BlobStore {
         }
     }
 
-    /// The files of uploads in progress (name, size, modification time),
-    /// where a backend keeps one file an upload (local disk; none on S3,
-    /// whose leftovers a bucket lifecycle rule reclaims).
+    /// Every upload with bytes in storage: its id, size and when it was
+    /// last written (the file under uploads/, or its objects on S3).
     pub async fn list_upload_files(&self) -> Result<Vec<(String, u64, SystemTime)>> {
         match self {
             BlobStore::Fs(s) => s.list_uploads().await,
-            BlobStore::S3(_) => Ok(Vec::new()),
+            BlobStore::S3(s) => s.list_uploads().await,
         }
     }
 

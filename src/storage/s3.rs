@@ -546,6 +546,36 @@ impl S3Store {
         Ok(found)
     }
 
+    /// Every upload with objects under uploads/: its id, the bytes of its
+    /// objects and when the newest was written. (Multipart parts not yet
+    /// completed are no objects: aborting them is the upload row's job,
+    /// or a bucket lifecycle rule's.)
+    pub async fn list_uploads(&self) -> Result<Vec<(String, u64, SystemTime)>> {
+        let root = format!("{}uploads/", self.prefix);
+        let mut objects = self.store.list(Some(&self.path("uploads")));
+        let mut found: std::collections::BTreeMap<String, (u64, SystemTime)> =
+            std::collections::BTreeMap::new();
+        while let Some(meta) = objects.try_next().await? {
+            let Some(id) = meta
+                .location
+                .as_ref()
+                .strip_prefix(&root)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty())
+            else {
+                continue;
+            };
+            let modified: SystemTime = meta.last_modified.into();
+            let entry = found.entry(id.to_owned()).or_insert((0, modified));
+            entry.0 += meta.size;
+            entry.1 = entry.1.max(modified);
+        }
+        Ok(found
+            .into_iter()
+            .map(|(id, (size, modified))| (id, size, modified))
+            .collect())
+    }
+
     /// S3 has no rename: a copy, then a delete. Stray objects, the only
     /// ones set aside, are rare.
     pub async fn set_aside(&self, digest: &Digest) -> Result<bool> {
