@@ -35,5 +35,5 @@ done
 # berth-bench opens one connection per operation in flight.
 ulimit -n "$(ulimit -Hn)"
 "$target/release/berth-bench" --url "http://127.0.0.1:$port" --pid "$berth_pid" \
-    -c "$connections" -d "$seconds" --threads 2 --label "soak" \
+    -c "$connections" -d "$seconds" -n 2000000 --threads 2 --label "soak" \
     mixed --sizes 16KiB,256KiB,1MiB --push-percent 30
