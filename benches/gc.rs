@@ -31,6 +31,7 @@ async fn registry(dir: &std::path::Path) -> Registry {
             max_manifest_bytes: 4 << 20,
             delete_enabled: true,
             record_pulls: false,
+            disk: None,
         },
     )
 }

@@ -28,6 +28,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// HTTPS. Off unless both a certificate and a key are named.
     pub tls: TlsConfig,
+    /// Timeouts and the connection cap that bound slow and idle clients.
+    pub server: ServerConfig,
     /// Events and their delivery to webhooks.
     pub events: EventsConfig,
     /// Online garbage collection.
@@ -237,6 +239,10 @@ pub struct StorageConfig {
     pub backend: String,
     /// The bucket, when `backend` is `s3`.
     pub s3: S3Config,
+    /// Below this many free bytes on the data directory's filesystem,
+    /// `/readyz` reports the disk full, and a push whose declared length
+    /// would leave less is refused (507) before any byte is written.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -244,6 +250,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: "filesystem".into(),
             s3: S3Config::default(),
+            min_free_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -284,6 +291,13 @@ pub struct S3Config {
     /// Largest object copied server side (CopyObject, which S3 limits to
     /// 5 GiB); larger blobs are streamed through berth.
     pub max_copy_bytes: u64,
+    /// Times a failed request to the bucket (a 5xx, SlowDown, a reset or
+    /// refused connection) is tried again, with backoff, before the client
+    /// gets 503.
+    pub max_retries: usize,
+    /// No retry starts later than this many seconds after the first try:
+    /// how long a request waits for an unreachable bucket at most.
+    pub retry_timeout_seconds: u64,
 }
 
 const MIB: u64 = 1 << 20;
@@ -304,6 +318,8 @@ impl Default for S3Config {
             part_size: 16 * MIB,
             min_part_size: 5 * MIB,
             max_copy_bytes: 5 << 30,
+            max_retries: 3,
+            retry_timeout_seconds: 10,
         }
     }
 }
@@ -323,6 +339,8 @@ impl std::fmt::Debug for S3Config {
             .field("part_size", &self.part_size)
             .field("min_part_size", &self.min_part_size)
             .field("max_copy_bytes", &self.max_copy_bytes)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_seconds", &self.retry_timeout_seconds)
             .finish_non_exhaustive()
     }
 }
@@ -696,6 +714,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            server: ServerConfig::default(),
             events: EventsConfig::default(),
             gc: GcConfig::default(),
             deploy: DeployConfig::default(),
@@ -703,6 +722,34 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             mirrors: Vec::new(),
             signatures: SignaturesConfig::default(),
+        }
+    }
+}
+
+/// What one connection may hold: the answers to slow and hostile clients.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Seconds to send a request's complete headers, from when the
+    /// connection opens or its previous answer ends (so also the idle
+    /// keep-alive timeout).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a request body may send nothing before it is cut off.
+    pub body_read_timeout_seconds: u64,
+    /// Seconds a client may read nothing of an answer before it is
+    /// disconnected.
+    pub write_timeout_seconds: u64,
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_seconds: 30,
+            body_read_timeout_seconds: 60,
+            write_timeout_seconds: 60,
+            max_connections: 8192,
         }
     }
 }
@@ -751,6 +798,17 @@ impl Config {
         anyhow::ensure!(
             self.tls.cert.as_os_str().is_empty() == self.tls.key.as_os_str().is_empty(),
             "tls.cert and tls.key must be set together"
+        );
+        let server = &self.server;
+        anyhow::ensure!(
+            server.header_read_timeout_seconds >= 1
+                && server.body_read_timeout_seconds >= 1
+                && server.write_timeout_seconds >= 1,
+            "server: the timeouts must be at least 1 second"
+        );
+        anyhow::ensure!(
+            server.max_connections >= 1,
+            "server.max_connections must be at least 1"
         );
         anyhow::ensure!(
             self.auth.token_ttl_seconds >= 10,
@@ -868,6 +926,14 @@ mod tests {
         assert!(shipped.deploy.rules.is_empty());
         assert_eq!(shipped.metrics.listen, defaults.metrics.listen);
         assert_eq!(shipped.storage.backend, defaults.storage.backend);
+        assert_eq!(
+            shipped.storage.min_free_bytes,
+            defaults.storage.min_free_bytes
+        );
+        assert_eq!(
+            format!("{:?}", shipped.server),
+            format!("{:?}", defaults.server)
+        );
         assert_eq!(
             format!("{:?}", shipped.storage.s3),
             format!("{:?}", defaults.storage.s3)

@@ -8,6 +8,9 @@
 //! - [`metrics`]: what berth counts, in Prometheus's text format.
 //! - [`mirror`]: pull-through caches of other registries.
 //! - [`signature`]: cosign signature verification and pull policies.
+//! - [`server`]: serving the router, within timeouts and a connection cap.
+//! - [`ui`]: the web UI, pages rendered from what the admin API reads.
+//! - [`settings`]: repository settings, shared by the admin API and the UI.
 
 pub mod api;
 pub mod auth;
@@ -19,6 +22,7 @@ pub mod gc;
 pub mod meta;
 pub mod metrics;
 pub mod mirror;
+pub mod server;
 pub mod settings;
 pub mod signature;
 pub mod sinks;
@@ -61,6 +65,10 @@ impl App {
             max_manifest_bytes: config.limits.max_manifest_bytes,
             delete_enabled: config.delete_enabled,
             record_pulls: config.events.pulls,
+            disk: Some(crate::storage::space::DiskSpace::new(
+                &config.data_dir,
+                config.storage.min_free_bytes,
+            )),
         };
         let registry = Arc::new(Registry::new(blobs, meta.clone(), limits));
         let signatures =

@@ -250,31 +250,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(password) = &app.initial_admin_password {
         eprintln!("{}", first_start_notice(&config, addr, password));
     }
-    let service = app
-        .router
-        .into_make_service_with_connect_info::<SocketAddr>();
-    if !config.tls.enabled() {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
-        return Ok(());
-    }
-    let tls =
-        axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading tls.cert and tls.key: {e}"))?;
-    tokio::spawn(reload_certificate(tls.clone(), config.tls.clone()));
-    let handle = axum_server::Handle::new();
-    let stopper = handle.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-    });
-    axum_server::from_tcp_rustls(listener, tls)?
-        .handle(handle)
-        .serve(service)
-        .await?;
+    let tls = if config.tls.enabled() {
+        let tls =
+            axum_server::tls_rustls::RustlsConfig::from_pem_file(&config.tls.cert, &config.tls.key)
+                .await
+                .map_err(|e| anyhow::anyhow!("loading tls.cert and tls.key: {e}"))?;
+        tokio::spawn(reload_certificate(tls.clone(), config.tls.clone()));
+        Some(tls)
+    } else {
+        None
+    };
+    berth::server::serve(listener, app.router, &config.server, tls, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -51,6 +51,9 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
         TokenRequestInvalid(_) => ("UNSUPPORTED", StatusCode::BAD_REQUEST),
         TooManyRequests { .. } => ("TOOMANYREQUESTS", StatusCode::TOO_MANY_REQUESTS),
         BodyRead(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
+        // No spec code names it; the status and the message do.
+        StorageFull(_) => ("UNKNOWN", StatusCode::INSUFFICIENT_STORAGE),
+        Unavailable(_) => ("UNKNOWN", StatusCode::SERVICE_UNAVAILABLE),
         Internal(_) => ("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
@@ -62,6 +65,10 @@ impl IntoResponse for RegistryError {
             RegistryError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 "internal error; see the registry's log".to_owned()
+            }
+            RegistryError::StorageFull(cause) => {
+                tracing::error!(%cause, "storage full");
+                self.to_string()
             }
             other => other.to_string(),
         };

@@ -20,6 +20,7 @@ pub async fn run(
             max_manifest_bytes: config.limits.max_manifest_bytes,
             delete_enabled: config.delete_enabled,
             record_pulls: false,
+            disk: None,
         },
     );
     let report = registry.collect_garbage(config.gc.options(dry_run)).await?;

@@ -96,6 +96,17 @@ pub enum RegistryError {
     /// A method the endpoint does not serve.
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    /// The disk (or quota) that holds uploads, blobs or the metadata is
+    /// full: nothing of the request was kept.
+    #[error(
+        "the registry's storage is full ({0}); nothing of this request was stored: \
+         free space on the registry and push again"
+    )]
+    StorageFull(String),
+    /// A store berth depends on (the metadata database, the bucket) does
+    /// not answer: the request did nothing, and may be tried again.
+    #[error("{0} is unavailable; nothing of this request was stored: try again shortly")]
+    Unavailable(String),
     /// Something on berth's side: storage, database. Logged in full, shown
     /// to the client only as a generic message.
     #[error("internal error: {0}")]
@@ -104,6 +115,9 @@ pub enum RegistryError {
 
 impl From<std::io::Error> for RegistryError {
     fn from(e: std::io::Error) -> Self {
+        if crate::storage::space::is_full(&e) {
+            return RegistryError::StorageFull(e.to_string());
+        }
         RegistryError::Internal(format!("storage: {e}"))
     }
 }
@@ -116,6 +130,29 @@ impl From<sqlx::Error> for RegistryError {
             && db.code().as_deref() == Some("22021")
         {
             return RegistryError::Invalid("text may not contain NUL characters".into());
+        }
+        // SQLite's SQLITE_FULL ("database or disk is full"), and
+        // PostgreSQL's disk_full.
+        if let sqlx::Error::Database(db) = &e
+            && (db.message().contains("database or disk is full")
+                || db.code().as_deref() == Some("53100"))
+        {
+            return RegistryError::StorageFull(format!("metadata store: {}", db.message()));
+        }
+        // The server gone (restarted, connections killed, unreachable):
+        // the pool reconnects by itself; this request fails clearly.
+        let gone = match &e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+            // PostgreSQL's class 57P (operator intervention: terminated,
+            // shutting down) and 08 (connection exceptions).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+            _ => false,
+        };
+        if gone {
+            tracing::warn!(error = %e, "metadata store unavailable");
+            return RegistryError::Unavailable("the metadata store".into());
         }
         RegistryError::Internal(format!("metadata store: {e}"))
     }

@@ -8,7 +8,10 @@
 //!    grace period: first the row, then the bytes;
 //! 3. uploads abandoned for longer than the upload age;
 //! 4. blob files the metadata does not name (left by a crash between the
-//!    bytes and the row), older than the grace period.
+//!    bytes and the row), older than the grace period;
+//! 5. upload bytes no upload row names (a crash between making the file
+//!    and recording the upload, or between committing a blob and removing
+//!    its upload's objects), older than the upload age.
 //!
 //! Every delete re-checks its condition in the same statement, and a push
 //! re-checks its references inside its own transaction, so one of the two
@@ -164,6 +167,8 @@ impl Registry {
         }
         self.collect_orphan_files(cutoff, options.dry_run, &mut report)
             .await?;
+        self.collect_orphan_uploads(upload_cutoff, options.dry_run, &mut report)
+            .await?;
         if !options.dry_run {
             self.meta.purge_expired_leases().await?;
         }
@@ -284,6 +289,34 @@ impl Registry {
                 Err(e) => tracing::warn!(error = %e, "reading the cache epoch"),
             }
         }
+    }
+
+    /// Upload bytes no upload row names, older than the upload age: a
+    /// crash between creating an upload's file and recording it, or
+    /// between committing a blob and removing its upload's objects (or a
+    /// readiness probe's file) leaves them.
+    async fn collect_orphan_uploads(
+        &self,
+        cutoff: i64,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let cutoff_time = UNIX_EPOCH + Duration::from_millis(cutoff.max(0) as u64);
+        for (id, size, modified) in self.blobs.list_upload_files().await? {
+            if modified >= cutoff_time {
+                continue;
+            }
+            let _upload = self.upload_locks.lock(&id).await;
+            if self.meta.upload_known(&id).await? {
+                continue;
+            }
+            if !dry_run {
+                self.blobs.delete_upload(&id, None).await?;
+            }
+            report.orphan_files_deleted += 1;
+            report.bytes_freed += size;
+        }
+        Ok(())
     }
 
     async fn collect_orphan_files(

@@ -19,6 +19,7 @@ use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::meta::{ManifestRow, MetaStore, NewManifest};
 use crate::storage::BlobStore;
+use crate::storage::space::DiskSpace;
 
 /// Limits on what clients may send, and what the registry records.
 #[derive(Clone, Debug)]
@@ -28,11 +29,17 @@ pub struct RegistryOptions {
     pub delete_enabled: bool,
     /// Whether each manifest GET writes a pull event.
     pub record_pulls: bool,
+    /// The free space of the data directory's filesystem, where uploads
+    /// (on local disk) and the SQLite database live.
+    pub disk: Option<DiskSpace>,
 }
 
 /// How long an upload stays busy after the replica writing to it died:
 /// short, as its client waits to go on elsewhere.
 const UPLOAD_LEASE_MS: i64 = 6_000;
+
+/// How long each readiness check may take before it counts as failed.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Registry {
     pub(super) blobs: BlobStore,
@@ -95,18 +102,37 @@ impl Registry {
     /// Whether the metadata store answers and blob storage takes writes:
     /// each part's name and, if it failed, why.
     pub async fn readiness(&self) -> Vec<(&'static str, Option<String>)> {
+        let disk = match &self.limits.disk {
+            Some(disk) => {
+                let disk = disk.clone();
+                tokio::task::spawn_blocking(move || disk.full())
+                    .await
+                    .unwrap_or_else(|e| Some(format!("free space check: {e}")))
+            }
+            None => None,
+        };
         vec![
+            ("disk", disk),
             (
                 "metadata",
-                self.meta.ping().await.err().map(|e| e.to_string()),
+                // A probe answers quickly, whatever the pool waits for.
+                match tokio::time::timeout(READY_TIMEOUT, self.meta.ping()).await {
+                    Ok(pinged) => pinged.err().map(|e| e.to_string()),
+                    Err(_) => Some(format!(
+                        "the metadata store did not answer within {} s",
+                        READY_TIMEOUT.as_secs()
+                    )),
+                },
             ),
             (
                 "blobs",
-                self.blobs
-                    .check_writable()
-                    .await
-                    .err()
-                    .map(|e| e.to_string()),
+                match tokio::time::timeout(READY_TIMEOUT, self.blobs.check_writable()).await {
+                    Ok(checked) => checked.err().map(|e| e.to_string()),
+                    Err(_) => Some(format!(
+                        "blob storage did not answer within {} s",
+                        READY_TIMEOUT.as_secs()
+                    )),
+                },
             ),
         ]
     }
@@ -148,18 +174,33 @@ impl Registry {
         length: Option<u64>,
         body: impl BodyStream,
     ) -> Result<()> {
+        // A blob that cannot fit is refused before a byte of it is written.
+        if let (Some(length), Some(disk)) = (length, &self.limits.disk)
+            && matches!(self.blobs, BlobStore::Fs(_))
+            && !disk.fits(length)
+        {
+            let free = disk.available().map(|(free, _)| free).unwrap_or(0);
+            return Err(RegistryError::StorageFull(format!(
+                "a blob of {length} bytes does not fit in the {free} bytes free"
+            )));
+        }
         let id = self.open_upload(repo, false).await?;
         let pushed = self
             .finish_upload(repo, &id, digest, Some((Some(0), length, body)))
             .await;
         if pushed.is_err() {
-            // A body cut short or refused: its bytes go now, not at the
-            // next garbage collection (a mismatched digest discarded them
-            // already).
-            if let Ok(row) = self.upload_row(repo, &id).await
-                && let Err(e) = self.discard_upload(&id, row.storage_state.as_deref()).await
-            {
-                tracing::warn!(upload = id, error = %e, "discarding a failed push");
+            // A body cut short or refused, or a full disk: its bytes go
+            // now, not at the next garbage collection (a mismatched digest
+            // discarded them already). The bytes go first: on a full disk
+            // the metadata may not take even a delete until they have.
+            if let Ok(row) = self.upload_row(repo, &id).await {
+                let state = row.storage_state.as_deref();
+                if let Err(e) = self.blobs.delete_upload(&id, state).await {
+                    tracing::warn!(upload = id, error = %e, "discarding a failed push's bytes");
+                }
+                if let Err(e) = self.meta.delete_upload(&id).await {
+                    tracing::warn!(upload = id, error = %e, "discarding a failed push");
+                }
             }
         }
         pushed

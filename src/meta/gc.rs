@@ -229,6 +229,15 @@ impl MetaStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Whether an upload with this id exists.
+    pub async fn upload_known(&self, id: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM uploads WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     /// Ends an upload if it is still stale. Returns `None` if it was not,
     /// else the upload's storage state, for the bytes to go too.
     pub async fn delete_stale_upload(

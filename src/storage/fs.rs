@@ -7,7 +7,8 @@
 //!   checked. Whether it is *visible* is the metadata store's decision.
 //! - `append` writes at an exact offset: whatever lies past that offset (the
 //!   tail of a chunk that failed midway) is cut first, so a file never holds
-//!   bytes the metadata does not account for.
+//!   bytes the metadata does not account for; a chunk that fails (a body cut
+//!   short, a full disk) is cut again as it fails, giving its space back.
 //! - Every method that returns `Ok` after writing has synced what it wrote
 //!   (file data, and the directory entry for renames): a power cut after it
 //!   returns loses nothing.
@@ -142,11 +143,26 @@ impl FsStore {
         drop(hash_tx);
         let written = writer
             .await
-            .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
-                _ => RegistryError::from(e),
-            })?;
+            .map_err(|e| RegistryError::Internal(format!("upload writer: {e}")))?;
+        if written.is_err() || body_error.is_some() {
+            // What this call wrote is not the upload's: cut it now, so a
+            // failed chunk (on a full disk above all) gives its space back
+            // at once rather than when the upload next moves.
+            let path = self.upload_path(upload);
+            let cut = blocking(move || match OpenOptions::new().write(true).open(&path) {
+                Ok(file) => file.set_len(offset),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+            })
+            .await;
+            if let Err(e) = cut {
+                tracing::warn!(upload, error = %e, "cutting a failed chunk");
+            }
+        }
+        let written = written.map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RegistryError::BlobUploadUnknown,
+            _ => RegistryError::from(e),
+        })?;
         let hasher = hashing
             .await
             .map_err(|e| RegistryError::Internal(format!("upload hasher: {e}")))?;
@@ -184,7 +200,12 @@ impl FsStore {
                 sync_dir(algorithm_dir.parent().expect("algorithm dir has a parent"))?;
             }
             // The bytes were synced by the append that wrote them.
-            std::fs::rename(&from, &to)?;
+            match std::fs::rename(&from, &to) {
+                // An earlier attempt moved them, and its metadata commit
+                // failed (a full disk): the client is trying again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && to.is_file() => {}
+                other => other?,
+            }
             sync_dir(shard)
         })
         .await
@@ -203,6 +224,23 @@ impl FsStore {
     /// Opens an upload's file for reading.
     pub async fn open_upload(&self, upload: &str) -> Result<tokio::fs::File> {
         Ok(tokio::fs::File::open(self.upload_path(upload)).await?)
+    }
+
+    /// Every file under uploads/: its name, size and modification time.
+    pub async fn list_uploads(&self) -> Result<Vec<(String, u64, std::time::SystemTime)>> {
+        let root = self.root.join("uploads");
+        blocking(move || {
+            let mut found = Vec::new();
+            for file in std::fs::read_dir(&root)? {
+                let file = file?;
+                let meta = file.metadata()?;
+                if let (Some(name), true) = (file.file_name().to_str(), meta.is_file()) {
+                    found.push((name.to_owned(), meta.len(), meta.modified()?));
+                }
+            }
+            Ok(found)
+        })
+        .await
     }
 
     /// Whether a blob's bytes are stored.

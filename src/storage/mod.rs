@@ -29,6 +29,7 @@
 
 pub mod fs;
 pub mod s3;
+pub mod space;
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -220,6 +221,15 @@ impl BlobStore {
         }
     }
 
+    /// Every upload with bytes in storage: its id, size and when it was
+    /// last written (the file under uploads/, or its objects on S3).
+    pub async fn list_upload_files(&self) -> Result<Vec<(String, u64, SystemTime)>> {
+        match self {
+            BlobStore::Fs(s) => s.list_uploads().await,
+            BlobStore::S3(s) => s.list_uploads().await,
+        }
+    }
+
     /// Moves a blob's bytes aside (`<hex>.gc`, beside them), where no
     /// reader or push finds them; false if there were none. Garbage
     /// collection does this before it asks whether the metadata names the
@@ -287,7 +297,16 @@ impl BlobStore {
 
 impl From<object_store::Error> for RegistryError {
     fn from(e: object_store::Error) -> RegistryError {
-        RegistryError::Internal(format!("object storage: {e}"))
+        match e {
+            // What the bucket's server answered after the retries
+            // (storage.s3.max_retries) ran out, or never answered: 5xx,
+            // SlowDown, connections refused or reset, timeouts.
+            object_store::Error::Generic { .. } => {
+                tracing::warn!(error = %e, "object storage unavailable");
+                RegistryError::Unavailable("blob storage".into())
+            }
+            e => RegistryError::Internal(format!("object storage: {e}")),
+        }
     }
 }
 

@@ -155,7 +155,17 @@ impl S3Store {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
-            .with_virtual_hosted_style_request(!config.path_style);
+            .with_virtual_hosted_style_request(!config.path_style)
+            // object_store tries each request again on a 5xx (SlowDown
+            // included), a reset or refused connection and a timeout, with
+            // exponential backoff (100 ms doubling, at most 15 s); its own
+            // defaults (10 retries within 3 minutes) would hold a client
+            // that long in an outage before it got its 503.
+            .with_retry(object_store::RetryConfig {
+                backoff: object_store::BackoffConfig::default(),
+                max_retries: config.max_retries,
+                retry_timeout: Duration::from_secs(config.retry_timeout_seconds),
+            });
         if !config.endpoint.is_empty() {
             builder = builder
                 .with_endpoint(&config.endpoint)
@@ -245,21 +255,37 @@ impl S3Store {
             hasher
         });
         let data = self.upload_path(upload, DATA);
+        let had_multipart = state.multipart.is_some();
         let mut written = 0u64;
-        while let Some(item) = body.next().await {
-            let chunk = item.map_err(|e| RegistryError::BodyRead(e.to_string()))?;
-            written += chunk.len() as u64;
-            if hash_tx.send(chunk.clone()).await.is_err() {
-                return Err(RegistryError::Internal("upload hasher stopped".into()));
-            }
-            pending.push(chunk);
-            loop {
-                let size = self.part_size(state.parts.len());
-                if pending.len < size {
-                    break;
+        let streamed: Result<()> = async {
+            while let Some(item) = body.next().await {
+                let chunk = item.map_err(|e| RegistryError::BodyRead(e.to_string()))?;
+                written += chunk.len() as u64;
+                if hash_tx.send(chunk.clone()).await.is_err() {
+                    return Err(RegistryError::Internal("upload hasher stopped".into()));
                 }
-                self.put_part(&data, &mut state, pending.take(size)).await?;
+                pending.push(chunk);
+                loop {
+                    let size = self.part_size(state.parts.len());
+                    if pending.len < size {
+                        break;
+                    }
+                    self.put_part(&data, &mut state, pending.take(size)).await?;
+                }
             }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = streamed {
+            // A multipart upload this call began is named by no metadata:
+            // abort it now, or nothing would (short of a bucket lifecycle
+            // rule). One begun earlier goes with its upload.
+            if let (false, Some(id)) = (had_multipart, &state.multipart)
+                && let Err(abort) = self.store.abort_multipart(&data, id).await
+            {
+                tracing::warn!(upload, error = %abort, "aborting a failed chunk's multipart upload");
+            }
+            return Err(e);
         }
         drop(hash_tx);
         // Written under a new name: the tail the metadata names stays whole
@@ -518,6 +544,36 @@ impl S3Store {
             }
         }
         Ok(found)
+    }
+
+    /// Every upload with objects under uploads/: its id, the bytes of its
+    /// objects and when the newest was written. (Multipart parts not yet
+    /// completed are no objects: aborting them is the upload row's job,
+    /// or a bucket lifecycle rule's.)
+    pub async fn list_uploads(&self) -> Result<Vec<(String, u64, SystemTime)>> {
+        let root = format!("{}uploads/", self.prefix);
+        let mut objects = self.store.list(Some(&self.path("uploads")));
+        let mut found: std::collections::BTreeMap<String, (u64, SystemTime)> =
+            std::collections::BTreeMap::new();
+        while let Some(meta) = objects.try_next().await? {
+            let Some(id) = meta
+                .location
+                .as_ref()
+                .strip_prefix(&root)
+                .and_then(|rest| rest.split('/').next())
+                .filter(|id| !id.is_empty())
+            else {
+                continue;
+            };
+            let modified: SystemTime = meta.last_modified.into();
+            let entry = found.entry(id.to_owned()).or_insert((0, modified));
+            entry.0 += meta.size;
+            entry.1 = entry.1.max(modified);
+        }
+        Ok(found
+            .into_iter()
+            .map(|(id, (size, modified))| (id, size, modified))
+            .collect())
     }
 
     /// S3 has no rename: a copy, then a delete. Stray objects, the only

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod kube;
 pub mod push;
 pub mod receiver;
@@ -23,9 +24,25 @@ pub struct Berth {
     pub host: String,
     /// `http`, or `https` when serving TLS.
     pub scheme: String,
-    data: tempfile::TempDir,
+    data: Data,
     /// Its PostgreSQL database, on the PostgreSQL pass.
     database: Option<String>,
+}
+
+/// A data directory: a temporary one of berth's own, or one the test made
+/// (a small filesystem) and removes itself.
+enum Data {
+    Temp(tempfile::TempDir),
+    Given(PathBuf),
+}
+
+impl Data {
+    fn path(&self) -> &Path {
+        match self {
+            Data::Temp(dir) => dir.path(),
+            Data::Given(dir) => dir,
+        }
+    }
 }
 
 impl Berth {
@@ -48,7 +65,19 @@ impl Berth {
     /// fresh database unless `config` names one): credentials needed, as by
     /// default.
     pub fn start_secure(config: &str) -> Berth {
-        let data = tempfile::tempdir().expect("temp dir");
+        Berth::start_on(Data::Temp(tempfile::tempdir().expect("temp dir")), config)
+    }
+
+    /// Starts berth (open to anonymous callers on loopback) with `config`
+    /// and its data in `dir`, a directory the caller made and removes.
+    pub fn start_in(dir: &Path, config: &str) -> Berth {
+        Berth::start_on(
+            Data::Given(dir.to_path_buf()),
+            &format!("{config}\n[auth]\nanonymous_loopback = true\n"),
+        )
+    }
+
+    fn start_on(data: Data, config: &str) -> Berth {
         let database = write_config(&data.path().join("config.toml"), config);
         let (child, scheme, host) = spawn(data.path(), "127.0.0.1:0");
         Berth {

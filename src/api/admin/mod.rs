@@ -47,7 +47,8 @@ use crate::meta::{MetaStore, NewAudit};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiError {
     /// One of UNAUTHORIZED, FORBIDDEN, NOT_FOUND, INVALID, CONFLICT,
-    /// TOO_MANY_REQUESTS, INTERNAL.
+    /// TOO_MANY_REQUESTS, STORAGE_FULL, UNAVAILABLE,
+    /// INTERNAL.
     pub code: &'static str,
     pub message: String,
 }
@@ -76,6 +77,8 @@ impl IntoResponse for AdminError {
             Conflict(_) => ("CONFLICT", StatusCode::CONFLICT),
             TooManyRequests { .. } => ("TOO_MANY_REQUESTS", StatusCode::TOO_MANY_REQUESTS),
             MethodNotAllowed => ("INVALID", StatusCode::METHOD_NOT_ALLOWED),
+            StorageFull(_) => ("STORAGE_FULL", StatusCode::INSUFFICIENT_STORAGE),
+            Unavailable(_) => ("UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
             Internal(_) => ("INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
             _ => ("INVALID", StatusCode::BAD_REQUEST),
         };
