@@ -151,6 +151,10 @@ pub struct NewManifest<'a> {
 
 pub use crate::core::clock::{format_ms, now_ms};
 
+/// A manifest's references checked or recorded by one statement (SQLite
+/// takes at most 32,766 parameters to a statement).
+const REFERENCES_PER_STATEMENT: usize = 500;
+
 /// How long a lease lasts without renewal: how soon another replica takes
 /// over the work of one that died.
 pub const LEASE_MS: i64 = 15_000;
@@ -623,33 +627,49 @@ impl MetaStore {
         .await?;
         // Checked again inside the transaction: garbage collection may
         // have taken a blob or child manifest since the caller looked.
-        for target in m.references {
-            let present: i64 = sqlx::query_scalar(
-                "SELECT CASE WHEN EXISTS (SELECT 1 FROM blobs WHERE digest = $1 AND deleting = 0) \
-                 OR EXISTS (SELECT 1 FROM manifests WHERE repository = $2 AND digest = $1) \
-                 THEN 1 ELSE 0 END",
-            )
-            .bind(target.as_str())
-            .bind(repo.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-            if present == 0 {
+        // Many references to a statement: each statement is a round trip.
+        for chunk in m.references.chunks(REFERENCES_PER_STATEMENT) {
+            let targets: Vec<String> = (0..chunk.len())
+                .map(|i| format!("SELECT ${} AS target", i + 2))
+                .collect();
+            let sql = format!(
+                "SELECT t.target FROM ({}) AS t \
+                 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = t.target AND deleting = 0) \
+                 AND NOT EXISTS (SELECT 1 FROM manifests WHERE repository = $1 AND digest = t.target) \
+                 LIMIT 1",
+                targets.join(" UNION ALL ")
+            );
+            // Only placeholders are made up here; every value is bound.
+            let mut missing =
+                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(repo.as_str());
+            for target in chunk {
+                missing = missing.bind(target.as_str());
+            }
+            if let Some(missing) = missing.fetch_optional(&mut *tx).await?
+                && let Some(target) = chunk.iter().find(|t| t.as_str() == missing)
+            {
                 return Err(crate::core::RegistryError::ManifestBlobUnknown(
                     target.clone(),
                 ));
             }
         }
         if inserted.rows_affected() == 1 {
-            for target in m.references {
-                sqlx::query(
-                    "INSERT INTO manifest_references (repository, manifest, target) VALUES ($1, $2, $3) \
+            for chunk in m.references.chunks(REFERENCES_PER_STATEMENT) {
+                let rows: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("($1, $2, ${})", i + 3))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO manifest_references (repository, manifest, target) VALUES {} \
                      ON CONFLICT DO NOTHING",
-                )
-                .bind(repo.as_str())
-                .bind(m.digest.as_str())
-                .bind(target.as_str())
-                .execute(&mut *tx)
-                .await?;
+                    rows.join(", ")
+                );
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(repo.as_str())
+                    .bind(m.digest.as_str());
+                for target in chunk {
+                    insert = insert.bind(target.as_str());
+                }
+                insert.execute(&mut *tx).await?;
             }
         }
         if let Some(tag) = tag {
@@ -868,5 +888,71 @@ impl MetaStore {
                 size: r.get::<i64, _>(4) as u64,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::RegistryError;
+    use crate::core::event::{Action, Origin};
+
+    fn digest(n: u32) -> Digest {
+        format!("sha256:{n:064x}").parse().unwrap()
+    }
+
+    /// The store checks a manifest's references itself, in the manifest's
+    /// transaction, however many there are: the one missing is named, and
+    /// nothing is written.
+    #[tokio::test]
+    async fn manifests_need_every_reference_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(&Location::Sqlite(dir.path().join("meta.db")))
+            .await
+            .unwrap();
+        let repo: RepoName = "a/b".parse().unwrap();
+        // More references than one statement takes.
+        let references: Vec<Digest> = (0..REFERENCES_PER_STATEMENT as u32 + 3)
+            .map(digest)
+            .collect();
+        for d in &references[..references.len() - 1] {
+            meta.commit_blob(&repo, d, 1, None, async { Ok(true) })
+                .await
+                .unwrap();
+        }
+        let manifest = digest(99_999);
+        let new = NewManifest {
+            digest: &manifest,
+            media_type: "application/vnd.oci.image.manifest.v1+json",
+            artifact_type: None,
+            subject: None,
+            annotations: None,
+            content: b"{}",
+            references: &references,
+        };
+        let event = Event::new(Action::Push, repo.as_str(), &Origin::default());
+        let tag: Tag = "t".parse().unwrap();
+        match meta.put_manifest(&repo, &new, Some(&tag), &event).await {
+            Err(RegistryError::ManifestBlobUnknown(d)) => {
+                assert_eq!(&d, references.last().unwrap())
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(!meta.manifest_exists(&repo, &manifest).await.unwrap());
+
+        let last = references.last().unwrap();
+        meta.commit_blob(&repo, last, 1, None, async { Ok(true) })
+            .await
+            .unwrap();
+        meta.put_manifest(&repo, &new, Some(&tag), &event)
+            .await
+            .unwrap();
+        let recorded: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM manifest_references WHERE manifest = $1")
+                .bind(manifest.as_str())
+                .fetch_one(&meta.pool)
+                .await
+                .unwrap();
+        assert_eq!(recorded, references.len() as i64);
     }
 }
