@@ -42,6 +42,19 @@ pub struct TagRow {
     pub pushed_at: i64,
 }
 
+impl TagRow {
+    /// From a row of `name, digest, media_type, size, pushed_at`.
+    fn from_row(r: &sqlx::any::AnyRow) -> TagRow {
+        TagRow {
+            name: r.get(0),
+            digest: r.get(1),
+            media_type: r.get(2),
+            size: r.get(3),
+            pushed_at: r.get(4),
+        }
+    }
+}
+
 /// A manifest with the tags on it.
 #[derive(Clone, Debug)]
 pub struct ManifestSummary {
@@ -160,9 +173,9 @@ impl MetaStore {
     ) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(self.pick(
             "SELECT name FROM repositories WHERE name > $1 AND instr(name, $2) > 0 \
-             ORDER BY name LIMIT $3",
+             ORDER BY name LIMIT CAST($3 AS BIGINT)",
             "SELECT name FROM repositories WHERE name > $1 AND strpos(name, $2) > 0 \
-             ORDER BY name LIMIT $3",
+             ORDER BY name LIMIT CAST($3 AS BIGINT)",
         ))
         .bind(after.unwrap_or(""))
         .bind(filter.unwrap_or(""))
@@ -199,15 +212,15 @@ impl MetaStore {
             false => {
                 "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
                  JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-                 WHERE t.repository = $1 ORDER BY t.updated_at DESC, t.name LIMIT $2 OFFSET $3"
+                 WHERE t.repository = $1 ORDER BY t.updated_at DESC, t.name LIMIT CAST($2 AS BIGINT) OFFSET CAST($3 AS BIGINT)"
             }
             true => self.pick(
                 "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
                  JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-                 WHERE t.repository = $1 ORDER BY t.name COLLATE NOCASE, t.name LIMIT $2 OFFSET $3",
+                 WHERE t.repository = $1 ORDER BY t.name COLLATE NOCASE, t.name LIMIT CAST($2 AS BIGINT) OFFSET CAST($3 AS BIGINT)",
                 "SELECT t.name, t.digest, m.media_type, m.size, t.updated_at FROM tags t \
                  JOIN manifests m ON m.repository = t.repository AND m.digest = t.digest \
-                 WHERE t.repository = $1 ORDER BY lower(t.name), t.name LIMIT $2 OFFSET $3",
+                 WHERE t.repository = $1 ORDER BY lower(t.name), t.name LIMIT CAST($2 AS BIGINT) OFFSET CAST($3 AS BIGINT)",
             ),
         };
         let rows = sqlx::query(sql)
@@ -216,16 +229,7 @@ impl MetaStore {
             .bind(offset as i64)
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TagRow {
-                name: r.get(0),
-                digest: r.get(1),
-                media_type: r.get(2),
-                size: r.get(3),
-                pushed_at: r.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(TagRow::from_row).collect())
     }
 
     /// Who last pushed each of `tags` of `repo`, from the push events.
@@ -336,16 +340,7 @@ impl MetaStore {
         .bind(repo.as_str())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TagRow {
-                name: r.get(0),
-                digest: r.get(1),
-                media_type: r.get(2),
-                size: r.get(3),
-                pushed_at: r.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(TagRow::from_row).collect())
     }
 
     /// The image size of every manifest of `repo`: the bytes of the blobs
