@@ -14,7 +14,7 @@ use crate::core::hashing::digest_bytes;
 use crate::core::manifest;
 use crate::core::names::{Digest, RepoName, Tag};
 use crate::core::{Registry, RegistryError, Result};
-use crate::meta::{CachedItem, CachedPull, CachedTag, CountDelta, ManifestRow, NewManifest};
+use crate::meta::{CachedItem, CachedPull, CachedTag, CountDelta, ManifestRow};
 
 /// Cached items looked at per query while evicting.
 const EVICT_BATCH: u32 = 200;
@@ -58,15 +58,7 @@ impl Registry {
         }
         let parsed = manifest::parse(content_type, body)?;
         let references = parsed.references();
-        let record = NewManifest {
-            digest,
-            media_type: &parsed.media_type,
-            artifact_type: parsed.artifact_type.as_deref(),
-            subject: parsed.subject.as_ref(),
-            annotations: parsed.annotations.as_deref(),
-            content: body,
-            references: &references,
-        };
+        let record = parsed.record(digest, body, &references);
         self.meta
             .put_cached_manifest(repo, mirror, &record, tag)
             .await?;

@@ -42,6 +42,25 @@ impl ParsedManifest {
         let blobs = self.blobs.iter().map(|(d, _)| d.clone());
         blobs.chain(self.manifests.iter().cloned()).collect()
     }
+
+    /// What the store records of this manifest, stored as `body` under
+    /// `digest`; `references` are [`Self::references`].
+    pub fn record<'a>(
+        &'a self,
+        digest: &'a Digest,
+        body: &'a [u8],
+        references: &'a [Digest],
+    ) -> crate::meta::NewManifest<'a> {
+        crate::meta::NewManifest {
+            digest,
+            media_type: &self.media_type,
+            artifact_type: self.artifact_type.as_deref(),
+            subject: self.subject.as_ref(),
+            annotations: self.annotations.as_deref(),
+            content: body,
+            references,
+        }
+    }
 }
 
 /// Just enough of any manifest to decide how to read it.

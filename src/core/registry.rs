@@ -17,7 +17,7 @@ use crate::core::read_cache::ReadCache;
 use crate::core::retention::RetentionPolicy;
 use crate::core::upload_locks::UploadLocks;
 use crate::core::{BodyStream, RegistryError, Result};
-use crate::meta::{ManifestRow, MetaStore, NewManifest};
+use crate::meta::{ManifestRow, MetaStore};
 use crate::storage::BlobStore;
 use crate::storage::space::DiskSpace;
 
@@ -582,15 +582,7 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         let references = parsed.references();
-        let record = NewManifest {
-            digest: &digest,
-            media_type: &parsed.media_type,
-            artifact_type: parsed.artifact_type.as_deref(),
-            subject: parsed.subject.as_ref(),
-            annotations: parsed.annotations.as_deref(),
-            content: body,
-            references: &references,
-        };
+        let record = parsed.record(&digest, body, &references);
         let mut event = Event::new(Action::Push, repo.as_str(), origin);
         event.digest = Some(digest.to_string());
         event.media_type = Some(parsed.media_type.clone());
