@@ -100,14 +100,25 @@ impl Drop for Browser {
 }
 
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    // The element found can be replaced before its text is read (a page
+    // still loading): find it again then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let element = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css}: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("reading {css} again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
 }
 
 /// Waits until the element's text is `want` (a page load replacing the
