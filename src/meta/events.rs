@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::core::Result;
 use crate::core::event::{Action, Event, Origin};
+use crate::meta::batch::Batch;
 use crate::meta::{MetaStore, WriteTx, now_ms};
 
 /// How a delivery attempt ended.
@@ -159,28 +160,34 @@ macro_rules! deploy_columns {
 impl MetaStore {
     /// Writes an event inside the transaction of the change it describes.
     pub(crate) async fn insert_event(tx: &mut WriteTx, e: &Event) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \
-             actor, request_id, request_addr, request_host, request_method, user_agent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        )
-        .bind(&e.id)
-        .bind(e.created_at)
-        .bind(e.action.as_str())
-        .bind(&e.repository)
-        .bind(&e.digest)
-        .bind(&e.media_type)
-        .bind(e.size.map(|s| s as i64))
-        .bind(&e.tag)
-        .bind(&e.origin.actor)
-        .bind(&e.origin.request_id)
-        .bind(&e.origin.addr)
-        .bind(&e.origin.host)
-        .bind(&e.origin.method)
-        .bind(&e.origin.user_agent)
-        .execute(&mut **tx)
-        .await?;
+        let mut batch = Batch::default();
+        Self::push_event(&mut batch, e);
+        tx.run(batch).await?;
         Ok(())
+    }
+
+    /// Adds the writing of an event to `batch`.
+    pub(crate) fn push_event(batch: &mut Batch, e: &Event) {
+        batch
+            .push(
+                "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \
+                 actor, request_id, request_addr, request_host, request_method, user_agent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            )
+            .text(&e.id)
+            .int(e.created_at)
+            .text(e.action.as_str())
+            .text(&e.repository)
+            .opt_text(e.digest.as_deref())
+            .opt_text(e.media_type.as_deref())
+            .opt_int(e.size.map(|s| s as i64))
+            .opt_text(e.tag.as_deref())
+            .opt_text(e.origin.actor.as_deref())
+            .opt_text(e.origin.request_id.as_deref())
+            .opt_text(e.origin.addr.as_deref())
+            .opt_text(e.origin.host.as_deref())
+            .opt_text(e.origin.method.as_deref())
+            .opt_text(e.origin.user_agent.as_deref());
     }
 
     /// Records an event that changes nothing else (a pull).

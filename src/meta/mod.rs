@@ -10,6 +10,7 @@
 
 mod accounts;
 mod admin;
+mod batch;
 mod durable;
 mod events;
 mod gc;
@@ -36,6 +37,7 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use crate::core::Result;
 use crate::core::event::Event;
 use crate::core::names::{Digest, RepoName, Tag};
+use batch::Batch;
 
 /// Where the metadata lives.
 #[derive(Clone, Debug)]
@@ -61,22 +63,42 @@ pub struct MetaStore {
     dialect: Dialect,
     /// SQLite's group commit; PostgreSQL syncs each commit itself.
     wal: Option<std::sync::Arc<durable::WalSync>>,
+    /// SQLite's writing transactions, one at a time, in the order they
+    /// asked. SQLite admits one writer by itself, but one that finds the
+    /// file locked sleeps in its busy handler (1, 2, 5 ... 100 ms) rather
+    /// than being woken when the lock frees: under concurrent pushes that
+    /// sleeping, not the writing, was most of a push's time.
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A transaction that writes. [`WriteTx::commit`] returns once the change
 /// is on disk; dropping it uncommitted rolls it back.
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
+    dialect: Dialect,
     wal: Option<std::sync::Arc<durable::WalSync>>,
+    /// SQLite's writer turn, held until the commit.
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        match &self.wal {
+        let WriteTx { tx, wal, _turn, .. } = self;
+        tx.commit().await?;
+        // The next writer goes on while this one waits for the disk: the
+        // sync it waits for then covers both.
+        drop(_turn);
+        match &wal {
             Some(wal) => wal.durable().await,
             None => Ok(()),
         }
+    }
+
+    /// Runs `batch` in this transaction: the first row of its last
+    /// statement.
+    pub(crate) async fn run(&mut self, batch: Batch) -> Result<Option<sqlx::any::AnyRow>> {
+        let dialect = self.dialect;
+        batch.run(&mut self.tx, dialect).await
     }
 
     /// Commits without waiting for the disk: for a change that is redone
@@ -155,6 +177,10 @@ pub use crate::core::clock::{format_ms, now_ms};
 /// takes at most 32,766 parameters to a statement).
 const REFERENCES_PER_STATEMENT: usize = 500;
 
+/// Records a repository ($1, created at $2) if it is new.
+const ENSURE_REPOSITORY: &str =
+    "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+
 /// How long a lease lasts without renewal: how soon another replica takes
 /// over the work of one that died.
 pub const LEASE_MS: i64 = 15_000;
@@ -191,7 +217,13 @@ impl MetaStore {
             Location::Sqlite(path) => Some(std::sync::Arc::new(durable::WalSync::new(path))),
             Location::Postgres(_) => None,
         };
-        Ok(MetaStore { pool, dialect, wal })
+        let writer = (dialect == Dialect::Sqlite).then(Default::default);
+        Ok(MetaStore {
+            pool,
+            dialect,
+            wal,
+            writer,
+        })
     }
 
     /// Returns once every write this process committed is on disk: after
@@ -258,6 +290,12 @@ impl MetaStore {
     /// each other's effects exactly as on SQLite, whichever replica runs
     /// them.
     pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
+        // The turn before the connection: waiting writers hold no pooled
+        // connection from the readers.
+        let turn = match &self.writer {
+            Some(writer) => Some(writer.clone().lock_owned().await),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -267,7 +305,9 @@ impl MetaStore {
         }
         Ok(WriteTx {
             tx,
+            dialect: self.dialect,
             wal: self.wal.clone(),
+            _turn: turn,
         })
     }
 
@@ -387,13 +427,11 @@ impl MetaStore {
     }
 
     async fn ensure_repository(tx: &mut WriteTx, repo: &RepoName) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO repositories (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(ENSURE_REPOSITORY)
+            .bind(repo.as_str())
+            .bind(now_ms())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -583,108 +621,94 @@ impl MetaStore {
         tag: Option<&Tag>,
         event: &Event,
     ) -> Result<Option<String>> {
-        let mut tx = self.write_tx().await?;
-        Self::ensure_repository(&mut tx, repo).await?;
         let now = now_ms();
-        let settings = sqlx::query(
-            "SELECT immutable_tags, retention FROM repository_settings WHERE repository = $1",
-        )
-        .bind(repo.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (immutable, retention) = settings
-            .map(|r| (r.get::<i64, _>(0) != 0, r.get::<Option<String>, _>(1)))
-            .unwrap_or_default();
-        if let (true, Some(tag)) = (immutable, tag) {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT digest FROM tags WHERE repository = $1 AND name = $2")
-                    .bind(repo.as_str())
-                    .bind(tag.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(current) = current.filter(|d| d != m.digest.as_str()) {
-                return Err(crate::core::RegistryError::TagImmutable {
-                    repository: repo.to_string(),
-                    tag: tag.to_string(),
-                    digest: current,
-                });
-            }
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-        )
-        .bind(repo.as_str())
-        .bind(m.digest.as_str())
-        .bind(m.media_type)
-        .bind(m.artifact_type)
-        .bind(m.subject.map(Digest::as_str))
-        .bind(m.annotations)
-        .bind(m.content.len() as i64)
-        .bind(m.content)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        // Checked again inside the transaction: garbage collection may
-        // have taken a blob or child manifest since the caller looked.
-        // Many references to a statement: each statement is a round trip.
+        // One batch: on SQLite one trip to the connection's thread. The
+        // checks come after the writes, which the transaction takes back
+        // when a check fails.
+        let mut batch = Batch::default();
+        batch.push(ENSURE_REPOSITORY).text(repo.as_str()).int(now);
+        batch
+            .push(
+                "INSERT INTO manifests (repository, digest, media_type, artifact_type, subject, annotations, size, content, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .text(repo.as_str())
+            .text(m.digest.as_str())
+            .text(m.media_type)
+            .opt_text(m.artifact_type)
+            .opt_text(m.subject.map(Digest::as_str))
+            .opt_text(m.annotations)
+            .int(m.content.len() as i64)
+            .bytes(m.content)
+            .int(now);
+        // A manifest stored before has these rows already.
         for chunk in m.references.chunks(REFERENCES_PER_STATEMENT) {
-            let targets: Vec<String> = (0..chunk.len())
-                .map(|i| format!("SELECT ${} AS target", i + 2))
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, ${})", i + 3))
                 .collect();
-            let sql = format!(
-                "SELECT t.target FROM ({}) AS t \
-                 WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE digest = t.target AND deleting = 0) \
-                 AND NOT EXISTS (SELECT 1 FROM manifests WHERE repository = $1 AND digest = t.target) \
-                 LIMIT 1",
-                targets.join(" UNION ALL ")
-            );
-            // Only placeholders are made up here; every value is bound.
-            let mut missing =
-                sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(repo.as_str());
+            let insert = batch.push(format!(
+                "INSERT INTO manifest_references (repository, manifest, target) VALUES {} \
+                 ON CONFLICT DO NOTHING",
+                rows.join(", ")
+            ));
+            insert.text(repo.as_str()).text(m.digest.as_str());
             for target in chunk {
-                missing = missing.bind(target.as_str());
-            }
-            if let Some(missing) = missing.fetch_optional(&mut *tx).await?
-                && let Some(target) = chunk.iter().find(|t| t.as_str() == missing)
-            {
-                return Err(crate::core::RegistryError::ManifestBlobUnknown(
-                    target.clone(),
-                ));
-            }
-        }
-        if inserted.rows_affected() == 1 {
-            for chunk in m.references.chunks(REFERENCES_PER_STATEMENT) {
-                let rows: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("($1, $2, ${})", i + 3))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO manifest_references (repository, manifest, target) VALUES {} \
-                     ON CONFLICT DO NOTHING",
-                    rows.join(", ")
-                );
-                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(repo.as_str())
-                    .bind(m.digest.as_str());
-                for target in chunk {
-                    insert = insert.bind(target.as_str());
-                }
-                insert.execute(&mut *tx).await?;
+                insert.text(target.as_str());
             }
         }
         if let Some(tag) = tag {
-            sqlx::query(
-                "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-            )
-            .bind(repo.as_str())
-            .bind(tag.as_str())
-            .bind(m.digest.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            // An immutable tag keeps its digest; the check below refuses.
+            batch
+                .push(
+                    "INSERT INTO tags (repository, name, digest, updated_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (repository, name) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at \
+                     WHERE tags.digest = excluded.digest OR NOT EXISTS (SELECT 1 FROM repository_settings \
+                     WHERE repository = excluded.repository AND immutable_tags <> 0)",
+                )
+                .text(repo.as_str())
+                .text(tag.as_str())
+                .text(m.digest.as_str())
+                .int(now);
         }
-        Self::insert_event(&mut tx, event).await?;
+        Self::push_event(&mut batch, event);
+        // Garbage collection may have taken a blob or child manifest since
+        // the caller looked: the references are checked here, in the
+        // transaction that records them.
+        batch
+            .push(
+                "SELECT (SELECT immutable_tags FROM repository_settings WHERE repository = $1), \
+                 (SELECT retention FROM repository_settings WHERE repository = $1), \
+                 (SELECT digest FROM tags WHERE repository = $1 AND name = $2), \
+                 (SELECT r.target FROM manifest_references r WHERE r.repository = $1 AND r.manifest = $3 \
+                  AND NOT EXISTS (SELECT 1 FROM blobs WHERE digest = r.target AND deleting = 0) \
+                  AND NOT EXISTS (SELECT 1 FROM manifests WHERE repository = $1 AND digest = r.target) \
+                  LIMIT 1)",
+            )
+            .text(repo.as_str())
+            .opt_text(tag.map(Tag::as_str))
+            .text(m.digest.as_str());
+        let mut tx = self.write_tx().await?;
+        let checks = tx
+            .run(batch)
+            .await?
+            .ok_or_else(|| crate::core::RegistryError::Internal("no checks".into()))?;
+        let immutable = checks.get::<Option<i64>, _>(0).unwrap_or(0) != 0;
+        let retention: Option<String> = checks.get(1);
+        let current: Option<String> = checks.get(2);
+        if let Some(missing) = checks.get::<Option<String>, _>(3) {
+            return Err(crate::core::RegistryError::ManifestBlobUnknown(
+                parse_digest(missing)?,
+            ));
+        }
+        if let (true, Some(tag), Some(current)) = (immutable, tag, current)
+            && current != m.digest.as_str()
+        {
+            return Err(crate::core::RegistryError::TagImmutable {
+                repository: repo.to_string(),
+                tag: tag.to_string(),
+                digest: current,
+            });
+        }
         tx.commit().await?;
         Ok(retention)
     }
