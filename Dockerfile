@@ -19,12 +19,12 @@ ARG BINARY_FROM=build
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-# The image ships the binary without debug information (the line tables a
-# local release build keeps for profiling are most of its size); symbols
-# stay, so a panic's backtrace still names functions.
-RUN CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo \
-        cargo build --release --locked --bin berth \
-    && cp target/release/berth /berth
+# The `dist` profile (Cargo.toml): whole-program optimisation, and no
+# debug information (the line tables a local release build keeps for
+# profiling are most of its size); symbols stay, so a panic's backtrace
+# still names functions.
+RUN cargo build --profile dist --locked --bin berth \
+    && cp target/dist/berth /berth
 
 FROM ${BINARY_FROM} AS binary
 

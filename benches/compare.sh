@@ -93,10 +93,13 @@ need python3 python3
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ "$BUILD" = 1 ]; then
-    log "building berth and berth-bench (release)"
-    (cd "$ROOT" && nice -n 10 cargo build --release -q -p berth -p berth-bench)
+    # berth as the image ships it (the `dist` profile); the load generator
+    # as a plain release build.
+    log "building berth (dist) and berth-bench (release)"
+    (cd "$ROOT" && nice -n 10 cargo build --profile dist -q --bin berth \
+        && nice -n 10 cargo build --release -q -p berth-bench)
 fi
-BERTH_BIN="$TARGET_DIR/release/berth"
+BERTH_BIN="$TARGET_DIR/dist/berth"
 BENCH_BIN="$TARGET_DIR/release/berth-bench"
 [ -x "$BERTH_BIN" ] && [ -x "$BENCH_BIN" ] || { echo "missing $BERTH_BIN or $BENCH_BIN" >&2; exit 1; }
 
