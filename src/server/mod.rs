@@ -25,11 +25,21 @@ use crate::config::ServerConfig;
 
 pub use guard::Guard;
 
+/// The most an HTTP/1 connection reads ahead (and so the largest request
+/// head it takes). A pushed body arrives in chunks of this size, each held
+/// until it is hashed and written: hyper's default, about 400 KiB, made an
+/// upload hold several MiB; smaller chunks went as fast (the storage
+/// batches them).
+const HTTP1_READ_BUFFER: usize = 64 * 1024;
+
 /// The protocol timeouts, on axum_server's connection builder.
 macro_rules! configure {
     ($builder:expr, $header_timeout:expr) => {{
         let builder = $builder;
-        builder.http1().header_read_timeout($header_timeout);
+        builder
+            .http1()
+            .header_read_timeout($header_timeout)
+            .max_buf_size(HTTP1_READ_BUFFER);
         // An idle HTTP/2 connection is pinged, and closed when the pings go
         // unanswered.
         builder

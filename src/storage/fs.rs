@@ -25,10 +25,18 @@ use crate::core::names::Digest;
 use crate::core::{BodyStream, RegistryError, Result};
 use crate::storage::{Appended, ByteStream};
 
-/// How many body chunks may wait between the network and the hashing and
-/// writing threads. Chunks run to a few hundred KiB, so this bounds each
-/// upload's buffered bytes to a few MiB; more buys no speed.
-const WRITE_QUEUE: usize = 8;
+/// Body chunks go to the hashing and writing threads in batches of about
+/// this many bytes: one wake-up of each thread (and one write) per batch
+/// rather than per chunk, however small the chunks the network gives.
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// How many batches may wait for each of those threads. With the one each
+/// works on, this bounds an upload's buffered bytes to about 2 MiB (more
+/// bought no speed).
+const WRITE_QUEUE: usize = 2;
+
+/// Chunks shared by the hashing and writing threads (not copied).
+type Batch = std::sync::Arc<[Bytes]>;
 
 /// Read buffer for streaming blobs out.
 const READ_CHUNK: usize = 256 * 1024;
@@ -100,11 +108,13 @@ impl FsStore {
         mut body: impl BodyStream,
     ) -> Result<Appended> {
         let path = self.upload_path(upload);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
         let hashing = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = hash_rx.blocking_recv() {
-                hasher.update(&chunk);
+            while let Some(batch) = hash_rx.blocking_recv() {
+                for chunk in batch.iter() {
+                    hasher.update(chunk);
+                }
             }
             hasher
         });
@@ -114,9 +124,8 @@ impl FsStore {
             file.seek(SeekFrom::Start(offset))?;
             let mut written = 0u64;
             let mut flushing = Writeback::new(offset);
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
+            while let Some(batch) = rx.blocking_recv() {
+                written += write_all_vectored(&mut file, &batch)?;
                 flushing.wrote(&file, offset + written);
             }
             file.sync_data()?;
@@ -124,19 +133,33 @@ impl FsStore {
         });
 
         let mut body_error = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
-                    // A send fails only when the writer stopped on an I/O
-                    // error, which its result reports below.
-                    if hash_tx.send(chunk.clone()).await.is_err() || tx.send(chunk).await.is_err() {
-                        break;
-                    }
+        let mut batch = Vec::new();
+        let mut batched = 0;
+        loop {
+            let item = body.next().await;
+            let end = match item {
+                Some(Ok(chunk)) => {
+                    batched += chunk.len();
+                    batch.push(chunk);
+                    false
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     body_error = Some(e.to_string());
                     break;
                 }
+                None => true,
+            };
+            if batched >= BATCH_BYTES || (end && !batch.is_empty()) {
+                let full: Batch = std::mem::take(&mut batch).into();
+                batched = 0;
+                // A send fails only when the writer stopped on an I/O
+                // error, which its result reports below.
+                if hash_tx.send(full.clone()).await.is_err() || tx.send(full).await.is_err() {
+                    break;
+                }
+            }
+            if end {
+                break;
             }
         }
         drop(tx);
@@ -390,6 +413,22 @@ impl Writeback {
         }
         self.from = end;
     }
+}
+
+/// Writes every chunk, as few system calls as the kernel allows; how many
+/// bytes that was.
+fn write_all_vectored(file: &mut File, chunks: &[Bytes]) -> io::Result<u64> {
+    let total: usize = chunks.iter().map(Bytes::len).sum();
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let n = file.write_vectored(slices)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(total as u64)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
