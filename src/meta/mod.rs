@@ -534,42 +534,38 @@ impl MetaStore {
         upload: Option<&str>,
         bytes_present: impl std::future::Future<Output = Result<bool>> + Send,
     ) -> Result<()> {
+        let now = now_ms();
+        let mut look = Batch::default();
+        look.push(ENSURE_REPOSITORY).text(repo.as_str()).int(now);
+        look.push("SELECT deleting FROM blobs WHERE digest = $1")
+            .text(digest.as_str());
         let mut tx = self.write_tx().await?;
-        Self::ensure_repository(&mut tx, repo).await?;
-        let deleting: Option<i64> =
-            sqlx::query_scalar("SELECT deleting FROM blobs WHERE digest = $1")
-                .bind(digest.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        let deleting = tx.run(look).await?.map(|row| row.get::<i64, _>(0));
         if deleting == Some(1) || !bytes_present.await? {
             return Err(crate::core::RegistryError::BlobUploadInvalid(format!(
                 "{digest} is being garbage collected; upload it again"
             )));
         }
-        let now = now_ms();
-        sqlx::query(
-            "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(digest.as_str())
-        .bind(size as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (repository, digest) DO UPDATE SET created_at = excluded.created_at",
-        )
-        .bind(repo.as_str())
-        .bind(digest.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let mut record = Batch::default();
+        record
+            .push(
+                "INSERT INTO blobs (digest, size, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .text(digest.as_str())
+            .int(size as i64)
+            .int(now);
+        record
+            .push(
+                "INSERT INTO repository_blobs (repository, digest, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (repository, digest) DO UPDATE SET created_at = excluded.created_at",
+            )
+            .text(repo.as_str())
+            .text(digest.as_str())
+            .int(now);
         if let Some(id) = upload {
-            sqlx::query("DELETE FROM uploads WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            record.push("DELETE FROM uploads WHERE id = $1").text(id);
         }
+        tx.run(record).await?;
         tx.commit().await?;
         Ok(())
     }
