@@ -88,6 +88,7 @@ need docker-registry docker-registry
 need iperf3 iperf3
 need openssl openssl
 need curl curl
+need skopeo skopeo
 need python3 python3
 # Debian's package starts its own instance (port 5000); it plays no part here.
 
@@ -215,12 +216,12 @@ fresh_servers() {
     start_berth
 }
 
-# run_one REGISTRY ID REP BENCH-ARGS... : one measurement, appended to RESULTS
-run_one() {
-    local reg="$1" id="$2" rep="$3" url pid out
+# record REGISTRY ID REP COMMAND... : runs COMMAND, which prints one result
+# as JSON (berth-bench --json's fields), and appends it to RESULTS
+record() {
+    local reg="$1" id="$2" rep="$3" out
     shift 3
-    if [ "$reg" = dist ]; then url="$DIST_URL" pid="$DIST_PID"; else url="$BERTH_URL" pid="$BERTH_PID"; fi
-    if out=$(timeout 600 nice -n 10 "$BENCH_BIN" --url "$url" --pid "$pid" --json --label "$reg" "$@" 2>>"$WORK/bench.err"); then
+    if out=$(timeout 600 nice -n 10 "$@" 2>>"$WORK/bench.err"); then
         printf '{"reg":"%s","id":"%s","rep":%s,"r":%s}\n' "$reg" "$id" "$rep" "$out" >> "$RESULTS"
         python3 - "$reg" "$id" "$out" <<'EOF' >&2
 import json, sys
@@ -235,16 +236,37 @@ EOF
     fi
 }
 
-# run_reps ID BENCH-ARGS... : REPS repetitions, alternating which goes first
+# server_of REGISTRY : sets url and pid to that server's
+server_of() {
+    if [ "$1" = dist ]; then url="$DIST_URL" pid="$DIST_PID"; else url="$BERTH_URL" pid="$BERTH_PID"; fi
+}
+
+# run_one REGISTRY ID REP BENCH-ARGS... : one berth-bench measurement
+run_one() {
+    local reg="$1" id="$2" rep="$3" url pid
+    shift 3
+    server_of "$reg"
+    record "$reg" "$id" "$rep" "$BENCH_BIN" --url "$url" --pid "$pid" --json --label "$reg" "$@"
+}
+
+# run_skopeo REGISTRY ID REP : SKOPEO_N skopeo copies of a fresh image
+run_skopeo() {
+    local reg="$1" id="$2" rep="$3" url pid
+    server_of "$reg"
+    record "$reg" "$id" "$rep" python3 "$ROOT/benches/skopeo_push.py" "$url" "$pid" "$SKOPEO_N" "$WORK"
+}
+
+# run_reps ID ARGS... : REPS repetitions, alternating which goes first, of
+# $RUNNER (run_one unless set)
 run_reps() {
-    local id="$1" rep
+    local id="$1" rep runner="${RUNNER:-run_one}"
     shift
     log "$id"
     for rep in $(seq "$REPS"); do
         if [ $((rep % 2)) = 1 ]; then
-            run_one dist "$id" "$rep" "$@"; run_one berth "$id" "$rep" "$@"
+            "$runner" dist "$id" "$rep" "$@"; "$runner" berth "$id" "$rep" "$@"
         else
-            run_one berth "$id" "$rep" "$@"; run_one dist "$id" "$rep" "$@"
+            "$runner" berth "$id" "$rep" "$@"; "$runner" dist "$id" "$rep" "$@"
         fi
     done
 }
@@ -253,9 +275,11 @@ run_reps() {
 if [ "$QUICK" = 1 ]; then
     LIM_SECS=1; DD_RUNS=1
     D=2; REPOS=100; BIG=1000; MIX_N=60; SMALL_N=1000; MID_N=200; BIG_N=20; PUT_REPOS=100; PUT_TAGS=300
+    SKOPEO_N=2
 else
     LIM_SECS=3; DD_RUNS=3
     D=5; REPOS=1000; BIG=10000; MIX_N=400; SMALL_N=3000; MID_N=400; BIG_N=40; PUT_REPOS=300; PUT_TAGS=1000
+    SKOPEO_N=5
 fi
 
 # The limits are measured before and after the workloads; the targets are
@@ -313,6 +337,9 @@ fresh_servers
 run_reps mixed-c8 -c 8 -d $((D * 2)) -n "$MIX_N" mixed --sizes 1MiB,10MiB,100MiB --push-percent 25
 fresh_servers
 run_reps small-images-c8 -c 8 small-images --images 50
+# A real client: skopeo pushing images of five layers (1-100 MiB).
+fresh_servers
+RUNNER=run_skopeo run_reps skopeo-push-5-layers
 
 stop_pid "$DIST_PID"; stop_pid "$BERTH_PID"; DIST_PID="" BERTH_PID=""
 measure_limits "$WORK/limits-end.env"
@@ -341,7 +368,7 @@ def metric(wid):
     if wid.startswith("tags-big"): return "ops_per_s", "listings/s"
     if wid.startswith("catalog"): return "req_per_s", "pages/s"
     if wid.startswith("small-images"): return "ops_per_s", "images/s"
-    if wid.startswith(("push", "pull", "mixed")): return "mb_per_s", "MB/s"
+    if wid.startswith(("push", "pull", "mixed", "skopeo")): return "mb_per_s", "MB/s"
     return "ops_per_s", "req/s"
 
 ids = []
