@@ -224,26 +224,26 @@ impl MetaStore {
         let Some((last, _)) = fanned.last() else {
             return Ok(());
         };
-        let mut tx = self.write_tx().await?;
         let now = now_ms();
+        let mut batch = Batch::default();
         for (seq, sinks) in fanned {
             for sink in sinks {
-                sqlx::query(
-                    "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
-                     VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(seq)
-                .bind(sink)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                batch
+                    .push(
+                        "INSERT INTO deliveries (event_seq, sink, state, next_attempt_at, updated_at) \
+                         VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT DO NOTHING",
+                    )
+                    .int(*seq)
+                    .text(sink)
+                    .int(now)
+                    .int(now);
             }
         }
-        sqlx::query("UPDATE events SET fanned_out = 1 WHERE fanned_out = 0 AND seq <= $1")
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+        batch
+            .push("UPDATE events SET fanned_out = 1 WHERE fanned_out = 0 AND seq <= $1")
+            .int(*last);
+        let mut tx = self.write_tx().await?;
+        tx.run(batch).await?;
         tx.commit_unsynced().await?;
         Ok(())
     }
