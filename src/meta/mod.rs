@@ -242,6 +242,9 @@ impl MetaStore {
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let pool = AnyPoolOptions::new()
             .max_connections(8)
+            // An embedded file does not hang up: pinging a connection at
+            // every checkout only cost a trip to its thread and back.
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     conn.execute(
