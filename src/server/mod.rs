@@ -25,12 +25,13 @@ use crate::config::ServerConfig;
 
 pub use guard::Guard;
 
-/// The most an HTTP/1 connection reads ahead (and so the largest request
-/// head it takes). A pushed body arrives in chunks of this size, each held
+/// The most an HTTP/1 connection buffers (and so the largest request head
+/// it takes). A pushed body arrives in chunks of this size, each held
 /// until it is hashed and written: hyper's default, about 400 KiB, made an
-/// upload hold several MiB; smaller chunks went as fast (the storage
-/// batches them).
-const HTTP1_READ_BUFFER: usize = 64 * 1024;
+/// upload hold several MiB. Smaller chunks push as fast (the storage
+/// batches them), but below this size a single pull slowed: hyper buffers
+/// no more of an answer than this ahead of the socket.
+const HTTP1_READ_BUFFER: usize = 128 * 1024;
 
 /// The protocol timeouts, on axum_server's connection builder.
 macro_rules! configure {
