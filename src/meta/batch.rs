@@ -16,28 +16,30 @@ use crate::meta::Dialect;
 /// more runs statement by statement.
 const MOST_ARGUMENTS_AT_ONCE: usize = 30_000;
 
-/// Statements run in order, within the caller's transaction.
+/// Statements run in order, within the caller's transaction. Arguments
+/// are borrowed until the batch runs: sqlx copies each once, as it would
+/// for a single statement.
 #[derive(Default)]
-pub(crate) struct Batch {
-    statements: Vec<Statement>,
+pub(crate) struct Batch<'a> {
+    statements: Vec<Statement<'a>>,
 }
 
 /// One statement, its placeholders numbered `$1`, `$2`... in the order
 /// of its binds.
-pub(crate) struct Statement {
+pub(crate) struct Statement<'a> {
     sql: String,
-    params: Vec<Param>,
+    params: Vec<Param<'a>>,
 }
 
-enum Param {
-    Text(Option<String>),
+enum Param<'a> {
+    Text(Option<&'a str>),
     Int(Option<i64>),
-    Bytes(Vec<u8>),
+    Bytes(&'a [u8]),
 }
 
-impl Batch {
+impl<'a> Batch<'a> {
     /// Adds a statement; bind its arguments on what this returns.
-    pub(crate) fn push(&mut self, sql: impl Into<String>) -> &mut Statement {
+    pub(crate) fn push(&mut self, sql: impl Into<String>) -> &mut Statement<'a> {
         self.statements.push(Statement {
             sql: sql.into(),
             params: Vec::new(),
@@ -85,34 +87,34 @@ impl Batch {
     }
 }
 
-impl Statement {
-    pub(crate) fn text(&mut self, value: &str) -> &mut Statement {
-        self.params.push(Param::Text(Some(value.to_owned())));
+impl<'a> Statement<'a> {
+    pub(crate) fn text(&mut self, value: &'a str) -> &mut Statement<'a> {
+        self.params.push(Param::Text(Some(value)));
         self
     }
 
-    pub(crate) fn opt_text(&mut self, value: Option<&str>) -> &mut Statement {
-        self.params.push(Param::Text(value.map(str::to_owned)));
+    pub(crate) fn opt_text(&mut self, value: Option<&'a str>) -> &mut Statement<'a> {
+        self.params.push(Param::Text(value));
         self
     }
 
-    pub(crate) fn int(&mut self, value: i64) -> &mut Statement {
+    pub(crate) fn int(&mut self, value: i64) -> &mut Statement<'a> {
         self.params.push(Param::Int(Some(value)));
         self
     }
 
-    pub(crate) fn opt_int(&mut self, value: Option<i64>) -> &mut Statement {
+    pub(crate) fn opt_int(&mut self, value: Option<i64>) -> &mut Statement<'a> {
         self.params.push(Param::Int(value));
         self
     }
 
-    pub(crate) fn bytes(&mut self, value: &[u8]) -> &mut Statement {
-        self.params.push(Param::Bytes(value.to_vec()));
+    pub(crate) fn bytes(&mut self, value: &'a [u8]) -> &mut Statement<'a> {
+        self.params.push(Param::Bytes(value));
         self
     }
 }
 
-impl Param {
+impl Param<'_> {
     fn add_to(self, args: &mut AnyArguments) -> Result<()> {
         match self {
             Param::Text(v) => args.add(v),

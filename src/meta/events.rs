@@ -167,7 +167,7 @@ impl MetaStore {
     }
 
     /// Adds the writing of an event to `batch`.
-    pub(crate) fn push_event(batch: &mut Batch, e: &Event) {
+    pub(crate) fn push_event<'a>(batch: &mut Batch<'a>, e: &'a Event) {
         batch
             .push(
                 "INSERT INTO events (id, created_at, action, repository, digest, media_type, size, tag, \

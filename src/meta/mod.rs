@@ -83,11 +83,16 @@ pub(crate) struct WriteTx {
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> Result<()> {
-        let WriteTx { tx, wal, _turn, .. } = self;
+        let WriteTx {
+            tx,
+            wal,
+            _turn: turn,
+            ..
+        } = self;
         tx.commit().await?;
         // The next writer goes on while this one waits for the disk: the
         // sync it waits for then covers both.
-        drop(_turn);
+        drop(turn);
         match &wal {
             Some(wal) => wal.durable().await,
             None => Ok(()),
@@ -96,7 +101,7 @@ impl WriteTx {
 
     /// Runs `batch` in this transaction: the first row of its last
     /// statement.
-    pub(crate) async fn run(&mut self, batch: Batch) -> Result<Option<sqlx::any::AnyRow>> {
+    pub(crate) async fn run(&mut self, batch: Batch<'_>) -> Result<Option<sqlx::any::AnyRow>> {
         let dialect = self.dialect;
         batch.run(&mut self.tx, dialect).await
     }
@@ -173,8 +178,8 @@ pub struct NewManifest<'a> {
 
 pub use crate::core::clock::{format_ms, now_ms};
 
-/// A manifest's references checked or recorded by one statement (SQLite
-/// takes at most 32,766 parameters to a statement).
+/// A manifest's references recorded by one statement (SQLite takes at
+/// most 32,766 parameters to a statement).
 const REFERENCES_PER_STATEMENT: usize = 500;
 
 /// Records a repository ($1, created at $2) if it is new.
