@@ -31,7 +31,7 @@ pub use guard::Guard;
 /// upload hold several MiB. Smaller chunks push as fast (the storage
 /// batches them), but below this size a single pull slowed: hyper buffers
 /// no more of an answer than this ahead of the socket.
-const HTTP1_READ_BUFFER: usize = 128 * 1024;
+const HTTP1_BUFFER: usize = 128 * 1024;
 
 /// The protocol timeouts, on axum_server's connection builder.
 macro_rules! configure {
@@ -40,7 +40,7 @@ macro_rules! configure {
         builder
             .http1()
             .header_read_timeout($header_timeout)
-            .max_buf_size(HTTP1_READ_BUFFER);
+            .max_buf_size(HTTP1_BUFFER);
         // An idle HTTP/2 connection is pinged, and closed when the pings go
         // unanswered.
         builder

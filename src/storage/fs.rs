@@ -35,8 +35,9 @@ const BATCH_BYTES: usize = 512 * 1024;
 /// bought no speed).
 const WRITE_QUEUE: usize = 2;
 
-/// Chunks shared by the hashing and writing threads (not copied).
-type Batch = std::sync::Arc<[Bytes]>;
+/// A batch of body chunks, shared by the hashing and writing threads (not
+/// copied).
+type Chunks = std::sync::Arc<[Bytes]>;
 
 /// Read buffer for streaming blobs out.
 const READ_CHUNK: usize = 256 * 1024;
@@ -108,8 +109,8 @@ impl FsStore {
         mut body: impl BodyStream,
     ) -> Result<Appended> {
         let path = self.upload_path(upload);
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
-        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Batch>(WRITE_QUEUE);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunks>(WRITE_QUEUE);
+        let (hash_tx, mut hash_rx) = tokio::sync::mpsc::channel::<Chunks>(WRITE_QUEUE);
         let hashing = tokio::task::spawn_blocking(move || {
             while let Some(batch) = hash_rx.blocking_recv() {
                 for chunk in batch.iter() {
@@ -150,7 +151,7 @@ impl FsStore {
                 None => true,
             };
             if batched >= BATCH_BYTES || (end && !batch.is_empty()) {
-                let full: Batch = std::mem::take(&mut batch).into();
+                let full: Chunks = std::mem::take(&mut batch).into();
                 batched = 0;
                 // A send fails only when the writer stopped on an I/O
                 // error, which its result reports below.
