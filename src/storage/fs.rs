@@ -355,27 +355,66 @@ impl FsStore {
         digest: &Digest,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream> {
-        use tokio::io::{AsyncReadExt, AsyncSeekExt};
-        use tokio_util::io::ReaderStream;
         let path = self.blob_path(digest);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| match e.kind() {
+        let missing = format!("blob {digest} missing from storage");
+        let (file, len) = blocking(move || {
+            let mut file = File::open(&path).map_err(|e| match e.kind() {
                 // The metadata says the blob exists but its bytes are gone:
                 // that is berth's fault, never the client's.
-                io::ErrorKind::NotFound => {
-                    RegistryError::Internal(format!("blob {digest} missing from storage"))
-                }
-                _ => e.into(),
+                io::ErrorKind::NotFound => io::Error::other(missing),
+                _ => e,
             })?;
-        Ok(match range {
-            None => ReaderStream::with_capacity(file, READ_CHUNK).boxed(),
-            Some((start, end)) => {
-                file.seek(SeekFrom::Start(start)).await?;
-                ReaderStream::with_capacity(file.take(end - start + 1), READ_CHUNK).boxed()
-            }
+            let len = match range {
+                Some((start, end)) => {
+                    file.seek(SeekFrom::Start(start))?;
+                    end - start + 1
+                }
+                None => file.metadata()?.len(),
+            };
+            Ok((file, len))
+        })
+        .await?;
+        Ok(read_chunks(file, len))
+    }
+}
+
+/// Streams `len` bytes of `file` from where it stands. Each chunk is read
+/// straight into the buffer that is sent (tokio's `File` reads into one of
+/// its own and copies), and the next is read while the socket takes the
+/// one before.
+fn read_chunks(file: File, len: u64) -> ByteStream {
+    fn read_next(
+        mut file: File,
+        left: u64,
+    ) -> Option<tokio::task::JoinHandle<io::Result<(File, Bytes)>>> {
+        use std::io::Read;
+        let want = left.min(READ_CHUNK as u64);
+        (want > 0).then(|| {
+            tokio::task::spawn_blocking(move || {
+                let mut chunk = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut chunk)?;
+                if chunk.is_empty() {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok((file, Bytes::from(chunk)))
+            })
         })
     }
+    let first = read_next(file, len);
+    futures_util::stream::unfold((first, len), |(reading, left)| async move {
+        let read = match reading?.await {
+            Ok(read) => read,
+            Err(e) => Err(io::Error::other(e)),
+        };
+        Some(match read {
+            Ok((file, chunk)) => {
+                let left = left - chunk.len() as u64;
+                (Ok(chunk), (read_next(file, left), left))
+            }
+            Err(e) => (Err(e), (None, 0)),
+        })
+    })
+    .boxed()
 }
 
 /// Starts writing an upload's bytes to disk while it is still arriving, a
@@ -443,4 +482,60 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| RegistryError::Internal(format!("storage task: {e}")))?
         .map_err(RegistryError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::hashing::digest_bytes;
+    use crate::core::names::Algorithm;
+
+    async fn read_all(stream: ByteStream) -> Vec<u8> {
+        let chunks: Vec<Bytes> = stream.map(|chunk| chunk.unwrap()).collect().await;
+        assert!(
+            chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= READ_CHUNK)
+        );
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn blobs_and_ranges_read_whole_across_chunk_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let bytes: Vec<u8> = (0..READ_CHUNK * 2 + 1000)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let digest = digest_bytes(Algorithm::Sha256, &bytes);
+        let path = store.blob_path(&digest);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+
+        assert_eq!(
+            read_all(store.read_blob(&digest, None).await.unwrap()).await,
+            bytes
+        );
+        for (start, end) in [
+            (0, 0),
+            (10, 19),
+            (READ_CHUNK - 1, READ_CHUNK + 1),
+            (5, bytes.len() - 1),
+        ] {
+            let range = Some((start as u64, end as u64));
+            let read = read_all(store.read_blob(&digest, range).await.unwrap()).await;
+            assert_eq!(read, bytes[start..=end], "bytes {start}-{end}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_whose_file_is_gone_is_an_internal_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsStore::open(dir.path()).unwrap();
+        let digest = digest_bytes(Algorithm::Sha256, b"never stored");
+        let Err(RegistryError::Internal(message)) = store.read_blob(&digest, None).await else {
+            panic!("a missing blob file must be berth's own error");
+        };
+        assert!(message.contains("missing from storage"), "{message}");
+    }
 }
