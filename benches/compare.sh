@@ -97,7 +97,7 @@ if [ "$BUILD" = 1 ]; then
     # berth as the image ships it (the `dist` profile); the load generator
     # as a plain release build.
     log "building berth (dist) and berth-bench (release)"
-    (cd "$ROOT" && nice -n 10 cargo build --profile dist -q --bin berth \
+    (cd "$ROOT" && nice -n 10 scripts/build-dist.sh -q \
         && nice -n 10 cargo build --release -q -p berth-bench)
 fi
 BERTH_BIN="$TARGET_DIR/dist/berth"
