@@ -350,6 +350,11 @@ ELAPSED=$(( $(date +%s) - T0 ))
 export RESULTS WORK OUT QUICK REPS NOTE START_LOAD END_LOAD START_DATE ELAPSED
 export BERTH_REV="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo '+local changes')"
 export DIST_VERSION="$(docker-registry --version 2>/dev/null | awk '{print $NF}')"
+# How much of scripts/symbol-order.txt names functions of this build: a
+# stale list lays out less (scripts/symbol-order.sh remakes it).
+ORDER_LIST="$ROOT/scripts/symbol-order.txt"
+export ORDERED="$(grep -v '^#' "$ORDER_LIST" | sort -u \
+    | comm -12 - <(nm "$BERTH_BIN" | awk '{print $NF}' | sort -u) | wc -l) of $(grep -vc '^#' "$ORDER_LIST")"
 python3 - <<'PY'
 import json, os, statistics
 
@@ -457,7 +462,8 @@ out.append("# berth vs CNCF Distribution: results" + (" (quick mode)" if quick e
 out.append("")
 out.append(f"Written by `benches/compare.sh{' --quick' if quick else ''}` on {env['START_DATE']} in {int(env['ELAPSED'])//60} min {int(env['ELAPSED'])%60} s. "
            f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)/1024/1024:.1f} GiB memory, Linux {os.uname().release}. "
-           f"berth {env['BERTH_REV']}; Distribution {env['DIST_VERSION']} (Debian docker-registry). "
+           f"berth {env['BERTH_REV']} ({env['ORDERED']} functions its code order lists found in the binary); "
+           f"Distribution {env['DIST_VERSION']} (Debian docker-registry). "
            f"Load average at start {env['START_LOAD']}, at end {env['END_LOAD']}.")
 out.append("")
 out.append(f"Each figure is the median of {env['REPS']} runs (alternating which registry goes first), except populate (one run). "
