@@ -54,14 +54,16 @@ wait "$PID" || true
 PID=""
 
 # Each function with a cost, in the order callgrind first names it (part 1,
-# then the rest), kept if the binary defines it.
-python3 - "$BIN" "$WORK/callgrind.out.1" "$WORK/callgrind.out" > "$ROOT/scripts/symbol-order.txt" <<'PY'
+# then the rest), kept if the binary defines it. Written aside and moved in
+# whole, so that a run that fails leaves the list as it was.
+python3 - "$BIN" "$WORK/callgrind.out.1" "$WORK/callgrind.out" > "$WORK/symbol-order.txt" <<'PY'
 import re, subprocess, sys
 binary, parts = sys.argv[1], sys.argv[2:]
+symbols = subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout
 defined = {
-    line.split()[2]
-    for line in subprocess.run(["nm", binary], capture_output=True, text=True, check=True).stdout.splitlines()
-    if len(line.split()) == 3 and line.split()[1] in "tTwW"
+    fields[2]
+    for fields in map(str.split, symbols.splitlines())
+    if len(fields) == 3 and fields[1] in "tTwW"
 }
 order, seen = [], set()
 for part in parts:
@@ -81,4 +83,5 @@ print("# berth's functions in the order scripts/build-dist.sh lays them out:")
 print("# made by scripts/symbol-order.sh (starting and idling first, then serving).")
 print("\n".join(order))
 PY
+mv "$WORK/symbol-order.txt" "$ROOT/scripts/symbol-order.txt"
 echo "scripts/symbol-order.txt: $(grep -vc '^#' "$ROOT/scripts/symbol-order.txt") functions"
