@@ -165,7 +165,7 @@ async fn run() -> anyhow::Result<()> {
         None => Config::load("config.toml".as_ref(), false)?,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "berth=info,tower_http=warn".into());
+        .unwrap_or_else(|_| "berth=info".into());
     if config.log_format == "json" {
         tracing_subscriber::fmt()
             .json()

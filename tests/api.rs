@@ -999,7 +999,7 @@ async fn json_logs_carry_the_request_id() {
         .arg(dir.path())
         .arg("--config")
         .arg(&config)
-        .env("RUST_LOG", "berth=info,tower_http=debug")
+        .env("RUST_LOG", "berth=debug")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -8,6 +8,7 @@ pub mod endpoint;
 pub mod errors;
 pub mod metrics;
 pub mod ops;
+pub mod request_scope;
 mod unread_body;
 
 use std::sync::Arc;
@@ -16,9 +17,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue};
 use axum::routing::{any, get};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower::ServiceBuilder;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::auth::Auth;
 use crate::core::{Registry, RegistryError};
@@ -100,31 +100,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", any(distribution::dispatch))
         .route("/v2/{*path}", any(distribution::dispatch))
         .fallback(|| async { RegistryError::RouteUnknown })
-        // Bodies are streamed, and bounded where they are read whole.
-        .layer(DefaultBodyLimit::disable())
-        .layer(SetResponseHeaderLayer::overriding(
-            API_VERSION,
-            HeaderValue::from_static("registry/2.0"),
-        ))
-        .layer(unread_body::CloseIfUnreadLayer)
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        // Every request gets an id (or keeps the one it came with), which
-        // the log lines, the response and the events it causes all carry.
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(metrics::TrackLayer)
+        // One `layer` call for the whole stack, outermost first: axum boxes
+        // each layered route, and clones and boxes again per request for
+        // every `layer` call.
+        .layer(
+            ServiceBuilder::new()
+                .layer(metrics::TrackLayer)
+                .layer(request_scope::RequestScopeLayer)
+                .layer(unread_body::CloseIfUnreadLayer)
+                .layer(SetResponseHeaderLayer::overriding(
+                    API_VERSION,
+                    HeaderValue::from_static("registry/2.0"),
+                ))
+                // Bodies are streamed, and bounded where they are read whole.
+                .layer(DefaultBodyLimit::disable()),
+        )
         .with_state(Shared(Arc::new(state)))
-}
-
-/// The span of a request's log lines: its id only. Its fields are
-/// formatted for every request, logged in or not; the method and path of
-/// a request that failed are logged when it ends (`metrics::Track`).
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    // Display, not Debug: a string's Debug escapes it char by char.
-    tracing::info_span!("request", id = %id)
 }

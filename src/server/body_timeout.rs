@@ -9,29 +9,28 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::http::Request;
 use http_body::{Frame, SizeHint};
 use tokio::time::Sleep;
 
-/// `router` with every request body timed.
-pub fn layer(router: Router, timeout: Duration) -> Router {
-    router.layer(axum::middleware::map_request(
-        move |request: Request| async move {
-            let (parts, body) = request.into_parts();
-            let body = Body::new(Timed {
-                inner: body,
-                timeout,
-                waiting: None,
-            });
-            Request::from_parts(parts, body)
-        },
-    ))
+/// `request` with its body timed (boxed once, as the router would box it).
+pub fn timed<B>(request: Request<B>, timeout: Duration) -> Request<Body>
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (parts, body) = request.into_parts();
+    let body = Body::new(Timed {
+        inner: body,
+        timeout,
+        waiting: None,
+    });
+    Request::from_parts(parts, body)
 }
 
-struct Timed {
-    inner: Body,
+struct Timed<B> {
+    inner: B,
     timeout: Duration,
     /// Running while the handler waits and nothing arrives.
     waiting: Option<Pin<Box<Sleep>>>,
@@ -41,7 +40,11 @@ struct Timed {
 #[error("the request body sent nothing for {0} s (server.body_read_timeout_seconds)")]
 struct Stalled(u64);
 
-impl http_body::Body for Timed {
+impl<B> http_body::Body for Timed<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::BoxError;
 

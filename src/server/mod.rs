@@ -17,9 +17,12 @@ mod guard;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::Request;
+use axum::{Router, ServiceExt};
 use axum_server::Handle;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper::body::Incoming;
+use tower::ServiceBuilder;
 
 use crate::config::ServerConfig;
 
@@ -65,11 +68,13 @@ pub async fn serve(
         max_connections,
         Duration::from_secs(limits.write_timeout_seconds),
     );
-    let router = body_timeout::layer(
-        router,
-        Duration::from_secs(limits.body_read_timeout_seconds),
-    );
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let body_timeout = Duration::from_secs(limits.body_read_timeout_seconds);
+    // Outside the router, which would box the layer once more per request.
+    let service = ServiceBuilder::new()
+        .map_request(move |request: Request<Incoming>| body_timeout::timed(request, body_timeout))
+        .service(router);
+    let service =
+        ServiceExt::<Request<Incoming>>::into_make_service_with_connect_info::<SocketAddr>(service);
     let handle = Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {
