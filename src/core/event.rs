@@ -54,6 +54,27 @@ pub struct Origin {
     pub user_agent: Option<String>,
 }
 
+/// An [`Origin`] worked out the first time something records it: most
+/// requests (reads) record nothing, and working it out copies several
+/// headers and formats an address.
+pub struct LazyOrigin<'a> {
+    origin: std::sync::OnceLock<Origin>,
+    make: &'a (dyn Fn() -> Origin + Sync),
+}
+
+impl<'a> LazyOrigin<'a> {
+    pub fn new(make: &'a (dyn Fn() -> Origin + Sync)) -> LazyOrigin<'a> {
+        LazyOrigin {
+            origin: std::sync::OnceLock::new(),
+            make,
+        }
+    }
+
+    pub fn get(&self) -> &Origin {
+        self.origin.get_or_init(self.make)
+    }
+}
+
 /// One event, as stored in the outbox.
 #[derive(Clone, Debug)]
 pub struct Event {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::core::event::{Action, Event, Origin};
+use crate::core::event::{Action, Event, LazyOrigin, Origin};
 use crate::core::hashing::{UploadHasher, digest_bytes};
 use crate::core::manifest::{self, ParsedManifest};
 use crate::core::names::{Algorithm, Digest, Reference, RepoName, Tag};
@@ -635,7 +635,7 @@ impl Registry {
         &self,
         repo: &RepoName,
         reference: &Reference,
-        pulled_by: Option<&Origin>,
+        pulled_by: Option<&LazyOrigin<'_>>,
     ) -> Result<Arc<ManifestRow>> {
         let key = reference.to_string();
         // Replicas sharing a database would each cache a tag until told it
@@ -649,10 +649,14 @@ impl Registry {
         let row = match cached {
             Some(row) => row,
             None => {
+                // Boxed, as is recording a pull: a cache hit's future stays
+                // small, and it is moved by value through every HTTP layer.
                 let ticket = self.cache.ticket();
                 let row = match reference {
-                    Reference::Tag(tag) => self.meta.manifest_by_tag(repo, tag).await?,
-                    Reference::Digest(digest) => self.meta.manifest_by_digest(repo, digest).await?,
+                    Reference::Tag(tag) => Box::pin(self.meta.manifest_by_tag(repo, tag)).await?,
+                    Reference::Digest(digest) => {
+                        Box::pin(self.meta.manifest_by_digest(repo, digest)).await?
+                    }
                 };
                 let row = Arc::new(row.ok_or_else(|| {
                     RegistryError::ManifestUnknown(format!("{repo}:{reference}"))
@@ -665,7 +669,7 @@ impl Registry {
             }
         };
         if let Some(origin) = pulled_by {
-            self.record_pull(repo, reference, &row, origin).await?;
+            Box::pin(self.record_pull(repo, reference, &row, origin)).await?;
         }
         Ok(row)
     }
@@ -678,11 +682,11 @@ impl Registry {
         repo: &RepoName,
         reference: &Reference,
         row: &ManifestRow,
-        origin: &Origin,
+        origin: &LazyOrigin<'_>,
     ) -> Result<()> {
         self.note_pull(repo.as_str());
         if self.limits.record_pulls {
-            let mut event = Event::new(Action::Pull, repo.as_str(), origin);
+            let mut event = Event::new(Action::Pull, repo.as_str(), origin.get());
             event.digest = Some(row.digest.to_string());
             event.media_type = Some(row.media_type.clone());
             event.size = Some(row.content.len() as u64);

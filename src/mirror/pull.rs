@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 
-use crate::core::event::Origin;
+use crate::core::event::LazyOrigin;
 use crate::core::hashing::digest_bytes;
 use crate::core::names::{Algorithm, Digest, Reference, Tag};
 use crate::core::{BlobBody, BlobRead, RangeRequest, Registry, RegistryError, Result};
@@ -149,7 +149,7 @@ impl Mirrors {
         &self,
         route: &Route,
         reference: &Reference,
-        pulled_by: Option<&Origin>,
+        pulled_by: Option<&LazyOrigin<'_>>,
     ) -> Result<Pulled<Arc<ManifestRow>>> {
         let registry = &self.registry;
         let (mirror, local) = (&route.mirror, &route.local);
