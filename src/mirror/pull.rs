@@ -576,25 +576,83 @@ async fn fetch_blob_into(
             }
         }
     }
+    // A collector deleting this digest (evicted a moment ago) refuses
+    // the commit; the bytes are fetched again once it is done with them.
+    // Whoever follows the first attempt's file keeps reading it: its
+    // bytes were verified, and the last is released when a fetch is done.
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match fetch_and_store(registry, route, digest, flight, &path).await {
+            Ok(()) => break,
+            Err(Store::Collected) if pause <= COLLECTED_PATIENCE => {
+                tracing::info!(mirror = ns, %digest, "a collector was deleting the fetched blob: fetching it again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(Store::Collected) => {
+                return failed(format!(
+                    "{digest} stayed in garbage collection while it was fetched"
+                ));
+            }
+            Err(Store::Failed(state)) => return state,
+        }
+    }
+    if let Err(e) = registry.mark_cached_blob(local, digest, ns).await {
+        tracing::warn!(error = %e, "marking a fetched blob as cached");
+    }
+    match registry.blob_size(local, digest).await {
+        Ok(size) => BlobState::Done { size },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Why one fetch into an upload stored nothing.
+enum Store {
+    /// A collector was deleting the digest: worth fetching again.
+    Collected,
+    /// What the flight ends in.
+    Failed(BlobState),
+}
+
+/// How long, doubling from 100 ms, a fetch waits for a collector before
+/// fetching again.
+const COLLECTED_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1600);
+
+/// One GET of the blob from the upstream, through the push path into an
+/// upload of its own (hashed as it streams, checked against `digest`,
+/// synced, committed).
+async fn fetch_and_store(
+    registry: &Arc<Registry>,
+    route: &Route,
+    digest: &Digest,
+    flight: &Arc<BlobFlight>,
+    path: &str,
+) -> std::result::Result<(), Store> {
+    let (mirror, local) = (&route.mirror, &route.local);
+    let ns = mirror.namespace();
+    let failed = |message: String| BlobState::Failed {
+        not_found: false,
+        message,
+    };
     let response = match mirror
         .upstream
-        .get(Method::GET, &route.upstream, &path, None)
+        .get(Method::GET, &route.upstream, path, None)
         .await
     {
         Ok(response) => response,
         Err(e) => {
             let failure = Failure::of(mirror, e);
-            return BlobState::Failed {
+            return Err(Store::Failed(BlobState::Failed {
                 not_found: failure.kind == FailureKind::NotFound,
                 message: failure.message,
-            };
+            }));
         }
     };
     let url = format!("{}/v2/{}/{path}", mirror.upstream.base(), route.upstream);
     let size = response.content_length();
     let upload = match registry.start_upload(local).await {
         Ok(id) => id,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return Err(Store::Failed(failed(e.to_string()))),
     };
     flight.set(BlobState::Streaming {
         upload: upload.clone(),
@@ -617,6 +675,10 @@ async fn fetch_blob_into(
     let finished = registry
         .finish_upload(local, &upload, digest, Some((Some(0), size, body)))
         .await;
+    if let Err(RegistryError::BlobUploadInvalid(_)) = finished {
+        let _ = registry.cancel_upload(local, &upload).await;
+        return Err(Store::Collected);
+    }
     if let Err(e) = finished {
         // Nothing stays: the upload goes (a digest mismatch removed it
         // already).
@@ -629,15 +691,9 @@ async fn fetch_blob_into(
             other => format!("storing GET {url}: {other}"),
         };
         tracing::warn!(mirror = ns, %digest, error = %why, "a blob fetch failed");
-        return failed(why);
+        return Err(Store::Failed(failed(why)));
     }
-    if let Err(e) = registry.mark_cached_blob(local, digest, ns).await {
-        tracing::warn!(error = %e, "marking a fetched blob as cached");
-    }
-    match registry.blob_size(local, digest).await {
-        Ok(size) => BlobState::Done { size },
-        Err(e) => failed(e.to_string()),
-    }
+    Ok(())
 }
 
 /// The digest an upstream names in `Docker-Content-Digest`, if valid.
