@@ -87,6 +87,14 @@ impl Failure {
         }
     }
 
+    /// How a blob's flight ends on this failure.
+    fn into_state(self) -> BlobState {
+        BlobState::Failed {
+            not_found: self.kind == FailureKind::NotFound,
+            message: self.message,
+        }
+    }
+
     fn of(mirror: &Mirror, e: UpstreamError) -> Failure {
         if !e.not_found {
             crate::metrics::mirror_upstream_error(mirror.namespace());
@@ -533,6 +541,14 @@ async fn fetch_blob(
     flights.land(&digest);
 }
 
+/// A blob's flight ended by berth's side, not by the upstream's answer.
+fn failed(message: String) -> BlobState {
+    BlobState::Failed {
+        not_found: false,
+        message,
+    }
+}
+
 async fn fetch_blob_into(
     registry: &Arc<Registry>,
     route: &Route,
@@ -541,10 +557,6 @@ async fn fetch_blob_into(
 ) -> BlobState {
     let (mirror, local) = (&route.mirror, &route.local);
     let ns = mirror.namespace();
-    let failed = |message: String| BlobState::Failed {
-        not_found: false,
-        message,
-    };
     // Stored by a fetch that just ended.
     if let Ok(size) = registry.blob_size(local, digest).await {
         return BlobState::Done { size };
@@ -567,13 +579,7 @@ async fn fetch_blob_into(
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "linking a stored blob"),
             },
-            Err(e) => {
-                let failure = Failure::of(mirror, e);
-                return BlobState::Failed {
-                    not_found: failure.kind == FailureKind::NotFound,
-                    message: failure.message,
-                };
-            }
+            Err(e) => return Failure::of(mirror, e).into_state(),
         }
     }
     // A collector deleting this digest (evicted a moment ago) refuses
@@ -630,23 +636,13 @@ async fn fetch_and_store(
 ) -> std::result::Result<(), Store> {
     let (mirror, local) = (&route.mirror, &route.local);
     let ns = mirror.namespace();
-    let failed = |message: String| BlobState::Failed {
-        not_found: false,
-        message,
-    };
     let response = match mirror
         .upstream
         .get(Method::GET, &route.upstream, path, None)
         .await
     {
         Ok(response) => response,
-        Err(e) => {
-            let failure = Failure::of(mirror, e);
-            return Err(Store::Failed(BlobState::Failed {
-                not_found: failure.kind == FailureKind::NotFound,
-                message: failure.message,
-            }));
-        }
+        Err(e) => return Err(Store::Failed(Failure::of(mirror, e).into_state())),
     };
     let url = format!("{}/v2/{}/{path}", mirror.upstream.base(), route.upstream);
     let size = response.content_length();
@@ -675,14 +671,13 @@ async fn fetch_and_store(
     let finished = registry
         .finish_upload(local, &upload, digest, Some((Some(0), size, body)))
         .await;
-    if let Err(RegistryError::BlobUploadInvalid(_)) = finished {
-        let _ = registry.cancel_upload(local, &upload).await;
-        return Err(Store::Collected);
-    }
     if let Err(e) = finished {
         // Nothing stays: the upload goes (a digest mismatch removed it
         // already).
         let _ = registry.cancel_upload(local, &upload).await;
+        if let RegistryError::BlobUploadInvalid(_) = e {
+            return Err(Store::Collected);
+        }
         crate::metrics::mirror_upstream_error(ns);
         let why = match &e {
             RegistryError::DigestInvalid(m) => format!("the bytes of GET {url} do not match: {m}"),
