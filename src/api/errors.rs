@@ -14,7 +14,9 @@ fn code_and_status(e: &RegistryError) -> (&'static str, StatusCode) {
     use RegistryError::*;
     match e {
         BlobUnknown(_) => ("BLOB_UNKNOWN", StatusCode::NOT_FOUND),
-        BlobUploadInvalid(_) => ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST),
+        BlobUploadInvalid(_) | BlobBeingCollected(_) => {
+            ("BLOB_UPLOAD_INVALID", StatusCode::BAD_REQUEST)
+        }
         BlobUploadUnknown => ("BLOB_UPLOAD_UNKNOWN", StatusCode::NOT_FOUND),
         ChunkOutOfOrder { .. } | UploadBusy { .. } => {
             ("BLOB_UPLOAD_INVALID", StatusCode::RANGE_NOT_SATISFIABLE)

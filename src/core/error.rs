@@ -9,6 +9,10 @@ pub enum RegistryError {
     BlobUnknown(String),
     #[error("blob upload invalid: {0}")]
     BlobUploadInvalid(String),
+    /// A commit of a blob a collector is deleting: the bytes may be gone,
+    /// so the client uploads them again.
+    #[error("blob upload invalid: {0} is being garbage collected; upload it again")]
+    BlobBeingCollected(Digest),
     #[error("blob upload unknown to registry")]
     BlobUploadUnknown,
     /// A chunk that does not start where the upload ends. `offset` is the

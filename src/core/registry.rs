@@ -437,7 +437,7 @@ impl Registry {
                     .await
                 {
                     // Being collected: the client uploads it instead.
-                    Err(RegistryError::BlobUploadInvalid(_)) => return Ok(false),
+                    Err(RegistryError::BlobBeingCollected(_)) => return Ok(false),
                     other => other?,
                 }
                 Ok(true)

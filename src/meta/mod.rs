@@ -556,9 +556,9 @@ impl MetaStore {
         let mut tx = self.write_tx().await?;
         let deleting = tx.run(look).await?.map(|row| row.get::<i64, _>(0));
         if deleting == Some(1) || !bytes_present.await? {
-            return Err(crate::core::RegistryError::BlobUploadInvalid(format!(
-                "{digest} is being garbage collected; upload it again"
-            )));
+            return Err(crate::core::RegistryError::BlobBeingCollected(
+                digest.clone(),
+            ));
         }
         let mut record = Batch::default();
         record

@@ -675,7 +675,7 @@ async fn fetch_and_store(
         // Nothing stays: the upload goes (a digest mismatch removed it
         // already).
         let _ = registry.cancel_upload(local, &upload).await;
-        if let RegistryError::BlobUploadInvalid(_) = e {
+        if let RegistryError::BlobBeingCollected(_) = e {
             return Err(Store::Collected);
         }
         crate::metrics::mirror_upstream_error(ns);
