@@ -150,7 +150,9 @@ fn main() -> std::process::ExitCode {
 /// same cores, each small request otherwise cost two thread switches (the
 /// server woken ahead of the client, then the client again), a third of
 /// its CPU; a batch thread finds several requests waiting when it runs.
-/// An idle core still runs a woken thread at once.
+/// An idle core still runs a woken thread at once; behind a busy task, a
+/// request may wait for that task's turn to end (a scheduler slice, a
+/// few milliseconds).
 fn run_as_batch() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: changes the calling thread's policy with a valid parameter;
