@@ -146,10 +146,11 @@ fn main() -> std::process::ExitCode {
 
 /// Marks this thread, and so every thread it starts, as throughput work
 /// (SCHED_BATCH): a thread woken by a request then waits for the running
-/// task's turn to end instead of cutting it short. With clients on the
-/// same cores, each small request otherwise cost two thread switches (the
-/// server woken ahead of the client, then the client again), a third of
-/// its CPU; a batch thread finds several requests waiting when it runs.
+/// task's turn to end instead of cutting it short. With clients of lower
+/// priority on the same cores (a niced load generator, a build), each
+/// small request otherwise cost two thread switches (the server woken
+/// ahead of the client, then the client again), a third of its CPU; a
+/// batch thread finds several requests waiting when it runs.
 /// An idle core still runs a woken thread at once; behind a busy task, a
 /// request may wait for that task's turn to end (a scheduler slice, a
 /// few milliseconds).
