@@ -112,6 +112,30 @@ async fn only_registry_admins_may_use_it() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Bodies are objects. serde would read a struct from an array of its
+    // fields: `[]` once set every setting to its default.
+    for (method, path, body) in [
+        (
+            reqwest::Method::PUT,
+            "/repositories/team%2Fapp/settings",
+            "[]",
+        ),
+        (reqwest::Method::POST, "/accounts", r#"["bob", "user"]"#),
+    ] {
+        let r = admin(&b, &c, method, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "INVALID");
+        assert!(
+            e["message"].as_str().unwrap().contains("a JSON object"),
+            "{e}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -111,6 +111,7 @@ impl IntoResponse for AdminError {
 pub(super) type ApiResult<T> = std::result::Result<T, AdminError>;
 
 /// Bad JSON bodies, paths and queries get the admin error shape too.
+/// Every body is a JSON object, as the document says.
 pub struct Body<T>(pub T);
 
 impl<S, T> axum::extract::FromRequest<S> for Body<T>
@@ -121,10 +122,32 @@ where
     type Rejection = AdminError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<Self> {
-        Json::<T>::from_request(req, state)
+        Json::<Object<T>>::from_request(req, state)
             .await
-            .map(|Json(v)| Body(v))
+            .map(|Json(Object(v))| Body(v))
             .map_err(|e| AdminError(RegistryError::Invalid(e.body_text())))
+    }
+}
+
+/// `T` read only from a JSON object. serde also reads a struct from an
+/// array of its fields in order, so `[]` would pass as a body whose fields
+/// all have defaults; the document promises a 400 for it.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(Object)
     }
 }
 
