@@ -7,6 +7,7 @@ use std::str::FromStr;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Deserialize;
 
+use crate::core::json_object::JsonObject;
 use crate::core::names::Digest;
 use crate::core::{RegistryError, Result};
 
@@ -85,7 +86,8 @@ fn invalid(e: impl std::fmt::Display) -> RegistryError {
 /// Parses and checks a manifest body. `content_type` is the request's
 /// Content-Type header, if any.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<ParsedManifest> {
-    let probe: Probe =
+    // An object, so the typed reads below cannot take an array instead.
+    let JsonObject(probe): JsonObject<Probe> =
         serde_json::from_slice(body).map_err(|e| invalid(format!("not a JSON manifest: {e}")))?;
     if probe.schema_version.as_ref().and_then(|v| v.as_u64()) != Some(2) {
         return Err(invalid("schemaVersion must be 2"));
@@ -219,6 +221,19 @@ mod tests {
             assert_eq!(m.blobs.len(), 2);
             assert_eq!(m.blobs[1], (D2.parse().unwrap(), 9));
         }
+    }
+
+    #[test]
+    fn a_manifest_is_an_object_not_an_array_of_its_fields() {
+        // serde reads a struct from an array of its fields in order.
+        let fields = format!(
+            r#"[2, "{OCI_MANIFEST}", null,
+            {{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":7}},
+            [], null, null]"#
+        );
+        assert!(serde_json::from_str::<ImageManifest>(&fields).is_ok());
+        let e = parse(Some(OCI_MANIFEST), fields.as_bytes()).unwrap_err();
+        assert!(matches!(e, RegistryError::ManifestInvalid(_)), "{e:?}");
     }
 
     #[test]

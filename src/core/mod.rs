@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod gc;
 pub mod hashing;
+pub mod json_object;
 pub mod manifest;
 pub mod names;
 mod read_cache;

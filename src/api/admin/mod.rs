@@ -37,6 +37,7 @@ use crate::api::Shared;
 use crate::auth::Auth;
 use crate::core::RegistryError;
 use crate::core::event::Origin;
+use crate::core::json_object::JsonObject;
 use crate::meta::{MetaStore, NewAudit};
 
 // ---------------------------------------------------------------------------
@@ -122,32 +123,10 @@ where
     type Rejection = AdminError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> ApiResult<Self> {
-        Json::<Object<T>>::from_request(req, state)
+        Json::<JsonObject<T>>::from_request(req, state)
             .await
-            .map(|Json(Object(v))| Body(v))
+            .map(|Json(JsonObject(v))| Body(v))
             .map_err(|e| AdminError(RegistryError::Invalid(e.body_text())))
-    }
-}
-
-/// `T` read only from a JSON object. serde also reads a struct from an
-/// array of its fields in order, so `[]` would pass as a body whose fields
-/// all have defaults; the document promises a 400 for it.
-struct Object<T>(T);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
-            type Value = T;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
-                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-            }
-        }
-        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
-            .map(Object)
     }
 }
 
