@@ -177,6 +177,8 @@ async fn schemathesis_finds_nothing() {
     let work = tempfile::tempdir().unwrap();
     let mut command = Command::new(schemathesis());
     command
+        .arg("--config-file")
+        .arg(common::repo_root().join("tests/openapi_schemathesis.toml"))
         .arg("run")
         .arg(b.url("/admin/v1/openapi.json"))
         .args(["--auth", &format!("admin:{}", b.admin_password())])
