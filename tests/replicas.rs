@@ -1220,7 +1220,9 @@ async fn each_event_is_delivered_once_by_one_replica_and_taken_over_when_it_dies
 // ---------------------------------------------------------------------------
 
 /// Uploads a blob through `r` unless it is there already, uploading again
-/// when berth refuses it as being collected (as clients retry).
+/// when berth refuses it as being collected (as clients retry: after a
+/// pause, so that a collection slow to remove what it marked does not use
+/// up the retries in a second).
 async fn ensure_blob(
     c: &Client,
     r: &Replica,
@@ -1248,6 +1250,7 @@ async fn ensure_blob(
                     retries.fetch_add(1, Ordering::Relaxed) < 1000,
                     "uploads keep being refused"
                 );
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => panic!("replica {}: blob upload answered {other}", r.name),
         }
