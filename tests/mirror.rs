@@ -1241,6 +1241,59 @@ fn bad_upstream_answers_are_never_stored_and_the_cache_shows_at_once() {
 /// With a size cap, the least recently pulled content goes first; garbage
 /// collection running all along keeps what was pulled by digest only; a
 /// push to berth's own namespace keeps working throughout.
+/// Eviction removes the bytes of what it evicted by itself, with no
+/// garbage collection running (the daily one has not come round).
+#[test]
+fn eviction_alone_frees_the_disk() {
+    let upstream = Upstream::start();
+    let (berth, password) = mirror_berth(&docker_io_mirror(
+        &upstream.berth.url(""),
+        &upstream.robot,
+        &upstream.secret,
+        "max_bytes = 5000000",
+    ));
+    let rt = runtime();
+    let c = reqwest::Client::new();
+    let auth = basic("admin", &password);
+    let mut layers = Vec::new();
+    for i in 0..4 {
+        let (manifest, blobs) = rt.block_on(push_raw(
+            &c,
+            &upstream.berth.url(""),
+            &upstream_auth(),
+            &format!("library/img{i}"),
+            "1",
+            random_bytes(1_600_000),
+        ));
+        let pulled = rt
+            .block_on(pull_raw(
+                &c,
+                &berth.url(""),
+                &auth,
+                &format!("docker.io/library/img{i}"),
+                "1",
+            ))
+            .unwrap();
+        assert_eq!(pulled.0, manifest);
+        layers.push(blobs[1].0.clone());
+    }
+    let waited = Instant::now();
+    loop {
+        let mirror = admin_json(&berth, &password, "/admin/v1/mirrors/docker.io");
+        if mirror["cached_bytes"].as_u64().unwrap() <= 5_000_000
+            && !blob_file(&berth, &layers[0]).exists()
+        {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "evicted but still on disk: {mirror}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(blob_file(&berth, &layers[3]).exists());
+}
+
 #[test]
 fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
     // Long enough for a push to reference what it uploaded before the

@@ -322,7 +322,7 @@ impl MetaStore {
                  AND NOT EXISTS (SELECT 1 FROM manifest_references r JOIN manifests m \
                    ON m.repository = r.repository AND m.digest = r.manifest \
                    WHERE r.target = b.digest AND m.mirror IS NULL) \
-                 RETURNING b.size",
+                 RETURNING size",
             )
             .bind(digest)
             .fetch_optional(&mut *tx)
