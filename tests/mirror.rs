@@ -1256,15 +1256,10 @@ fn eviction_alone_frees_the_disk() {
     let c = reqwest::Client::new();
     let auth = basic("admin", &password);
     let mut layers = Vec::new();
-    for i in 0..4 {
-        let (manifest, blobs) = rt.block_on(push_raw(
-            &c,
-            &upstream.berth.url(""),
-            &upstream_auth(),
-            &format!("library/img{i}"),
-            "1",
-            random_bytes(1_600_000),
-        ));
+    for (i, (manifest, blobs)) in push_capped_images(&rt, &c, &upstream)
+        .into_iter()
+        .enumerate()
+    {
         let pulled = rt
             .block_on(pull_raw(
                 &c,
@@ -1277,21 +1272,48 @@ fn eviction_alone_frees_the_disk() {
         assert_eq!(pulled.0, manifest);
         layers.push(blobs[1].0.clone());
     }
+    wait_evicted(&berth, &password, &layers[0]);
+    assert!(blob_file(&berth, &layers[3]).exists());
+}
+
+/// Four images of one 1.6 MB layer each, pushed to the upstream as
+/// `library/img{i}:1`: more than a 5 MB cap holds once all are cached.
+fn push_capped_images(
+    rt: &tokio::runtime::Runtime,
+    c: &reqwest::Client,
+    upstream: &Upstream,
+) -> Vec<(String, Vec<(String, usize)>)> {
+    (0..4)
+        .map(|i| {
+            rt.block_on(push_raw(
+                c,
+                &upstream.berth.url(""),
+                &upstream_auth(),
+                &format!("library/img{i}"),
+                "1",
+                random_bytes(1_600_000),
+            ))
+        })
+        .collect()
+}
+
+/// Waits until the docker.io mirror holds at most its 5 MB cap and `layer`
+/// has left the disk.
+fn wait_evicted(berth: &Berth, password: &str, layer: &str) {
     let waited = Instant::now();
     loop {
-        let mirror = admin_json(&berth, &password, "/admin/v1/mirrors/docker.io");
+        let mirror = admin_json(berth, password, "/admin/v1/mirrors/docker.io");
         if mirror["cached_bytes"].as_u64().unwrap() <= 5_000_000
-            && !blob_file(&berth, &layers[0]).exists()
+            && !blob_file(berth, layer).exists()
         {
-            break;
+            return;
         }
         assert!(
             waited.elapsed() < Duration::from_secs(30),
-            "evicted but still on disk: {mirror}"
+            "not evicted, or still on disk: {mirror}"
         );
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(blob_file(&berth, &layers[3]).exists());
 }
 
 #[test]
@@ -1314,18 +1336,7 @@ fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
     let rt = runtime();
     let c = reqwest::Client::new();
     let auth = basic("admin", &password);
-    let images: Vec<(String, Vec<(String, usize)>)> = (0..4)
-        .map(|i| {
-            rt.block_on(push_raw(
-                &c,
-                &upstream.berth.url(""),
-                &upstream_auth(),
-                &format!("library/img{i}"),
-                "1",
-                random_bytes(1_600_000),
-            ))
-        })
-        .collect();
+    let images = push_capped_images(&rt, &c, &upstream);
 
     // Pushes to team/app and garbage collection, all the while.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1420,20 +1431,7 @@ fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
         expect(i, pull(i, "1").unwrap());
     }
     let layer = |i: usize| images[i].1[1].0.clone();
-    let waited = Instant::now();
-    loop {
-        let mirror = admin_json(&berth, &password, "/admin/v1/mirrors/docker.io");
-        if mirror["cached_bytes"].as_u64().unwrap() <= 5_000_000
-            && !blob_file(&berth, &layer(0)).exists()
-        {
-            break;
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(30),
-            "not evicted: {mirror}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    }
+    wait_evicted(&berth, &password, &layer(0));
     assert!(
         blob_file(&berth, &layer(3)).exists(),
         "the most recent pull was evicted"
