@@ -3,7 +3,8 @@
 # docker-registry) and against berth on this machine, alternating A/B, and
 # writes a markdown table with the medians, each server's CPU seconds and
 # peak RSS per workload, and the machine's physical limits (SHA-256 on one
-# core, synced disk write, disk read, loopback TCP).
+# core, synced disk write, disk read, loopback TCP, and pushes to berth-sink,
+# which receives and hashes but stores nothing).
 #
 #   benches/compare.sh            full run (3 repetitions, ~20-25 min on 2 cores),
 #                                 writes benches/RESULTS.md
@@ -51,6 +52,7 @@ WORK=""
 DIST_PID=""
 BERTH_PID=""
 IPERF_PID=""
+SINK_PID=""
 stop_pid() {
     local pid="$1"
     [ -n "$pid" ] || return 0
@@ -64,8 +66,8 @@ stop_pid() {
 cleanup() {
     stop_pid "$DIST_PID"
     stop_pid "$BERTH_PID"
-    stop_pid "$IPERF_PID"
-    DIST_PID="" BERTH_PID="" IPERF_PID=""
+    stop_pid "$IPERF_PID"; stop_pid "$SINK_PID"
+    DIST_PID="" BERTH_PID="" IPERF_PID="" SINK_PID=""
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -102,7 +104,10 @@ if [ "$BUILD" = 1 ]; then
 fi
 BERTH_BIN="$TARGET_DIR/dist/berth"
 BENCH_BIN="$TARGET_DIR/release/berth-bench"
-[ -x "$BERTH_BIN" ] && [ -x "$BENCH_BIN" ] || { echo "missing $BERTH_BIN or $BENCH_BIN" >&2; exit 1; }
+SINK_BIN="$TARGET_DIR/release/berth-sink"
+for bin in "$BERTH_BIN" "$BENCH_BIN" "$SINK_BIN"; do
+    [ -x "$bin" ] || { echo "missing $bin" >&2; exit 1; }
+done
 
 mkdir -p "$BASE_DIR"
 WORK="$(mktemp -d "$BASE_DIR/berth-compare.XXXXXX")"
@@ -119,8 +124,8 @@ free_port() {
 # --- physical limits -----------------------------------------------------
 measure_limits() { # measure_limits FILE
     local out="$1"
-    log "physical limits: SHA-256, disk, loopback"
-    local sha dd_all dd_w dd_r dd_c iperf port
+    log "physical limits: SHA-256, disk, loopback, pushes to berth-sink"
+    local sha dd_all dd_w dd_r dd_c iperf port sink_url sink_push sink_chunked sink_skopeo
     sha=$(openssl speed -evp sha256 -bytes 1048576 -seconds "$LIM_SECS" 2>/dev/null \
         | awk '/^sha256/ {v=$NF; sub(/k$/,"",v); printf "%.0f", v/1000}')
     # Synced sequential write (median of 3: virtual disks vary a lot), then
@@ -145,8 +150,25 @@ measure_limits() { # measure_limits FILE
         | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8e6))' \
         || echo 0)
     stop_pid "$IPERF_PID"; IPERF_PID=""
+    # What receiving and hashing alone allow, with the client on the same
+    # cores: the push rows' 1 GiB workloads and the skopeo row against
+    # berth-sink, which verifies the digest and stores nothing.
+    "$SINK_BIN" > "$WORK/sink.out" 2>> "$WORK/sink.log" &
+    SINK_PID=$!
+    for _ in $(seq 50); do
+        [[ "$(head -n1 "$WORK/sink.out")" =~ listening\ on\ (http://[0-9.:]+) ]] \
+            && sink_url="${BASH_REMATCH[1]}" && break
+        sleep 0.1
+    done
+    mbs() { python3 -c 'import json,sys; r=json.load(sys.stdin); print(round(r["mb_per_s"]) if not r["errors"] else 0)'; }
+    sink_push=$(nice -n 10 "$BENCH_BIN" --url "$sink_url" --json -c 1 -n 2 push --size 1GiB | mbs || echo 0)
+    sink_chunked=$(nice -n 10 "$BENCH_BIN" --url "$sink_url" --json -c 1 -n 2 push --size 1GiB --chunked | mbs || echo 0)
+    sink_skopeo=$(nice -n 10 python3 "$ROOT/benches/skopeo_push.py" "$sink_url" "$SINK_PID" "$SKOPEO_N" "$WORK" | mbs || echo 0)
+    stop_pid "$SINK_PID"; SINK_PID=""
     printf 'SHA256_MBS=%s\nDISK_WRITE_SYNC_MBS=%s\nDISK_WRITE_SYNC_RUNS=%s\nDISK_READ_DIRECT_MBS=%s\nPAGECACHE_READ_MBS=%s\nLOOPBACK_MBS=%s\n' \
         "${sha:-0}" "${dd_w:-0}" "${dd_all:-}" "${dd_r:-0}" "${dd_c:-0}" "${iperf:-0}" > "$out"
+    printf 'SINK_PUSH_MBS=%s\nSINK_CHUNKED_MBS=%s\nSINK_SKOPEO_MBS=%s\n' \
+        "${sink_push:-0}" "${sink_chunked:-0}" "${sink_skopeo:-0}" >> "$out"
     log "$(tr '\n' ' ' < "$out")"
 }
 
@@ -440,6 +462,12 @@ for w in ("push-1GiB-c1", "push-chunked-1GiB-c1"):
         v = rows[w][1]["v"]; pct = 100 * v / bound if bound else 0
         t.append(f"- {w}: berth {fmt(v)} MB/s = {pct:.0f}% of min(SHA-256 {fmt(lim['SHA256_MBS'])}, synced disk write {fmt(lim['DISK_WRITE_SYNC_MBS'])}) = {fmt(bound)} MB/s"
                  + (f", target 80%: **{'met' if pct >= 80 else 'missed'}**" if w == "push-1GiB-c1" else " (for information)"))
+        sink = lim["SINK_CHUNKED_MBS" if "chunked" in w else "SINK_PUSH_MBS"]
+        if sink:
+            t.append(f"  - and {100 * v / sink:.0f}% of the same push to berth-sink (received and hashed, nothing stored), {fmt(sink)} MB/s")
+if "skopeo-push-5-layers" in rows and rows["skopeo-push-5-layers"][1] and lim["SINK_SKOPEO_MBS"]:
+    v = rows["skopeo-push-5-layers"][1]["v"]; sink = lim["SINK_SKOPEO_MBS"]
+    t.append(f"- skopeo-push-5-layers: berth {fmt(v)} MB/s = {100 * v / sink:.0f}% of skopeo pushing to berth-sink, {fmt(sink)} MB/s (for information)")
 if "pull-1GiB-c1" in rows and rows["pull-1GiB-c1"][1]:
     v = rows["pull-1GiB-c1"][1]["v"]; lb = lim["LOOPBACK_MBS"]; pct = 100 * v / lb if lb else 0
     t.append(f"- pull-1GiB-c1 (cached): berth {fmt(v)} MB/s = {pct:.0f}% of loopback TCP (iperf3, one stream) {fmt(lb)} MB/s, target 80%: **{'met' if pct >= 80 else 'missed'}**")
@@ -489,6 +517,8 @@ out.append(f"- SHA-256 on one core (`openssl speed -evp sha256 -bytes 1048576`):
 out.append(f"- sequential disk write, 1 GiB with fdatasync (`dd conv=fdatasync`, median of {runs0.count('/') + 1}): {both('DISK_WRITE_SYNC_MBS')} (runs: {runs0} and {runs1} MB/s)")
 out.append(f"- sequential disk read, uncached (`dd iflag=direct`): {both('DISK_READ_DIRECT_MBS')}; from the page cache: {both('PAGECACHE_READ_MBS')}")
 out.append(f"- loopback TCP, one stream (`iperf3`, {3 if quick else 5} s): {both('LOOPBACK_MBS')}")
+out.append(f"- pushes to `berth-sink`, which receives and hashes as a registry must and stores nothing (the load generator or skopeo on the same cores): "
+           f"1 GiB {both('SINK_PUSH_MBS')}, 1 GiB in 8 MiB chunks {both('SINK_CHUNKED_MBS')}, skopeo's five-layer image {both('SINK_SKOPEO_MBS')}")
 out.append("")
 out.append("## Targets")
 out.append("")
