@@ -48,6 +48,14 @@ echo "=== tests on SQLite ==="
 set +e
 cargo test --no-fail-fast "$@" 2>&1 | tee "$sqlite_log"
 sqlite_status=${PIPESTATUS[0]}
+# The benchmark tools (bench/: the load generator and berth-sink) have unit
+# tests of their own; they touch no database, so they run once, here, in a
+# whole run.
+if [ $# -eq 0 ]; then
+    cargo test --no-fail-fast -p berth-bench 2>&1 | tee -a "$sqlite_log"
+    bench_status=${PIPESTATUS[0]}
+    [ "$sqlite_status" -ne 0 ] || sqlite_status=$bench_status
+fi
 set -e
 
 # The PostgreSQL pass runs the unit tests and every integration test binary
