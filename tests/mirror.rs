@@ -1238,9 +1238,6 @@ fn bad_upstream_answers_are_never_stored_and_the_cache_shows_at_once() {
     assert_eq!(status, 404, "the deleted mirror's cache stayed");
 }
 
-/// With a size cap, the least recently pulled content goes first; garbage
-/// collection running all along keeps what was pulled by digest only; a
-/// push to berth's own namespace keeps working throughout.
 /// Eviction removes the bytes of what it evicted by itself, with no
 /// garbage collection running (the daily one has not come round).
 #[test]
@@ -1316,6 +1313,9 @@ fn wait_evicted(berth: &Berth, password: &str, layer: &str) {
     }
 }
 
+/// With a size cap, the least recently pulled content goes first; garbage
+/// collection running all along keeps what was pulled by digest only; a
+/// push to berth's own namespace keeps working throughout.
 #[test]
 fn eviction_and_gc_while_the_cache_fills_and_pushes_go_on() {
     // Long enough for a push to reference what it uploaded before the
