@@ -59,7 +59,8 @@ struct Request {
     method: String,
     path: String,
     query: String,
-    length: Option<u64>,
+    /// Content-Length; 0 when absent.
+    length: u64,
     chunked: bool,
 }
 
@@ -77,7 +78,7 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         method,
         path: path.to_owned(),
         query: query.to_owned(),
-        length: None,
+        length: 0,
         chunked: false,
     };
     loop {
@@ -94,7 +95,7 @@ fn read_head(r: &mut impl BufRead) -> io::Result<Option<Request>> {
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            req.length = value.parse().ok();
+            req.length = value.parse().unwrap_or(0);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             req.chunked = value.eq_ignore_ascii_case("chunked");
         }
@@ -125,7 +126,7 @@ fn serve(stream: TcpStream, sessions: &Sessions, next: &AtomicU64) -> io::Result
                 let location = format!("{}{id}", req.path);
                 match digest_param(&req.query) {
                     // A monolithic POST ?digest= finishes at once.
-                    Some(want) => finish(sessions, id, hash, len, &want, &req.path),
+                    Some(want) => finish(id, hash, len, &want, &req.path),
                     None => {
                         sessions.lock().unwrap().insert(id, (hash, len));
                         accepted(&location, len)
@@ -135,13 +136,14 @@ fn serve(stream: TcpStream, sessions: &Sessions, next: &AtomicU64) -> io::Result
             ("PATCH" | "PUT", Some(id)) => {
                 let Some((hash, len)) = sessions.lock().unwrap().remove(&id) else {
                     drain(&mut r, &req, &free_tx, &free_rx)?;
-                    write(&mut out, &error("404 Not Found", "BLOB_UPLOAD_UNKNOWN"))?;
+                    let unknown = error("404 Not Found", "BLOB_UPLOAD_UNKNOWN");
+                    out.write_all(unknown.as_bytes())?;
                     continue;
                 };
                 let (hash, more) = receive(&mut r, &req, hash, &free_tx, &free_rx)?;
                 let len = len + more;
                 match (req.method.as_str(), digest_param(&req.query)) {
-                    ("PUT", Some(want)) => finish(sessions, id, hash, len, &want, &req.path),
+                    ("PUT", Some(want)) => finish(id, hash, len, &want, &req.path),
                     ("PUT", None) => error("400 Bad Request", "DIGEST_INVALID"),
                     _ => {
                         sessions.lock().unwrap().insert(id, (hash, len));
@@ -162,7 +164,7 @@ fn serve(stream: TcpStream, sessions: &Sessions, next: &AtomicU64) -> io::Result
                 error("404 Not Found", "NAME_UNKNOWN")
             }
         };
-        write(&mut out, &response)?;
+        out.write_all(response.as_bytes())?;
     }
     Ok(())
 }
@@ -174,8 +176,9 @@ fn digest_param(query: &str) -> Option<String> {
         .map(|d| d.replace("%3A", ":").replace("%3a", ":"))
 }
 
-fn finish(sessions: &Sessions, id: u64, hash: Sha256, len: u64, want: &str, path: &str) -> String {
-    sessions.lock().unwrap().remove(&id);
+/// The answer to the request that ends upload `id` (no longer among the
+/// sessions): 201 if its bytes hash to `want`.
+fn finish(id: u64, hash: Sha256, len: u64, want: &str, path: &str) -> String {
     let got = format!("sha256:{}", hex::encode(hash.finalize()));
     if got != want {
         eprintln!("upload {id}: {len} bytes hash to {got}, not {want}");
@@ -212,10 +215,6 @@ fn error(status: &str, code: &str) -> String {
     )
 }
 
-fn write(out: &mut TcpStream, response: &str) -> io::Result<()> {
-    out.write_all(response.as_bytes())
-}
-
 /// Reads a request's body into `hash` on a hashing thread, batch by
 /// batch; returns the hash and the body's length.
 fn receive(
@@ -225,7 +224,7 @@ fn receive(
     free_tx: &SyncSender<Vec<u8>>,
     free_rx: &Receiver<Vec<u8>>,
 ) -> io::Result<(Sha256, u64)> {
-    if !req.chunked && req.length.unwrap_or(0) == 0 {
+    if !req.chunked && req.length == 0 {
         return Ok((hash, 0));
     }
     let (full_tx, full_rx) = sync_channel::<Vec<u8>>(1);
@@ -296,7 +295,7 @@ impl<'a, R: BufRead> Body<'a, R> {
                 done: false,
             }
         } else {
-            Body::Sized(r.take(req.length.unwrap_or(0)))
+            Body::Sized(r.take(req.length))
         }
     }
 }
